@@ -1,0 +1,29 @@
+# Two entry points for a fresh machine: `make demo` and `make test` (CI runs `make test`).
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: install data test demo lint
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+
+# Real offline data: Fashion-MNIST from Debian (needs root or sudo; skipped when already present).
+data:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+	  ( (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
+	    (sudo apt-get update -qq && sudo apt-get install -y -qq dataset-fashion-mnist) )
+
+test: install data
+	$(BIN)/python -m pytest -q tests
+
+lint: install
+	$(BIN)/ruff check vitkd scripts tests
+
+demo: install data
+	$(BIN)/accelerate launch --num_processes 1 --cpu scripts/distill.py --recipe recipes/quickstart_teacher.yaml
+	$(BIN)/accelerate launch --num_processes 1 --cpu scripts/distill.py --recipe recipes/quickstart.yaml

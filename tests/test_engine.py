@@ -1,0 +1,113 @@
+"""The engine end to end on real data (scikit-learn digits, resized to 32 px) with tiny CIFAR-zoo models."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file, save_file
+
+from vitkd.engine import NonFiniteLossError, train
+from vitkd.recipe import recipe_from_dict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory):
+    """An (untrained) cifar_resnet8 teacher saved as safetensors: the mechanics need no accuracy."""
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    save_file(timm.create_model("cifar_resnet8", num_classes=10).state_dict(), str(path))
+    return path
+
+
+def make_recipe(out, teacher_file, **train):
+    train_cfg = {"epochs": 2, "batch_size": 32, "output_dir": str(out), "checkpoint_every": 0, "log_every": 5,
+                 "cpu": True, **train}
+    return recipe_from_dict({
+        "name": "engine_test",
+        "data": {"source": "digits", "transform": "none", "image_size": 32, "num_workers": 0,
+                 "persistent_workers": False, "max_eval_samples": 200},
+        "teacher": {"name": "cifar_resnet8", "checkpoint": str(teacher_file)},
+        "student": "cifar_resnet8",
+        "distill": {"method": "luminet", "kwargs": {"temperature": 4.0, "alpha": 4.0}, "ce_weight": 1.0,
+                    "warmup_epochs": 2},
+        "optim": {"lr": 0.05},
+        "schedule": {"sched": "multistep", "decay_milestones": [1]},
+        "train": train_cfg,
+    })
+
+
+def test_run_folder_contents_and_student_export(tmp_path, teacher_file):
+    summary = train(make_recipe(tmp_path / "run", teacher_file))
+    run = tmp_path / "run"
+    assert {"recipe.yaml", "run_info.json", "metrics.jsonl", "summary.json", "student", "student_best",
+            "checkpoints"} <= {p.name for p in run.iterdir()}
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert summary["last"]["samples"] == 200 and summary["teacher"]["samples"] == 200
+    assert json.loads((run / "summary.json").read_text())["last"] == summary["last"]
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["hardware"]["global_batch"] == 32 and info["teacher_sha256"]["cifar_resnet8"]
+    assert len(list((run / "checkpoints").glob("step_*"))) == 1  # only the final one (checkpoint_every: 0)
+    assert not list((run / "checkpoints").glob(".tmp*"))
+    # the export loads after `import vitkd` and carries the last weights
+    ckpt = next((run / "checkpoints").glob("step_*")) / "model.safetensors"
+    exported = load_file(str(run / "student" / "model.safetensors"))
+    assert all(torch.equal(exported[k], v) for k, v in load_file(str(ckpt)).items())
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, teacher_file):
+    train(make_recipe(tmp_path / "full", teacher_file))
+    train(make_recipe(tmp_path / "split", teacher_file, max_steps=17))  # stops mid-epoch 1 and checkpoints
+    with pytest.raises(FileExistsError, match="--resume auto"):
+        train(make_recipe(tmp_path / "split", teacher_file))
+    train(make_recipe(tmp_path / "split", teacher_file), resume="auto")
+    full = load_file(str(tmp_path / "full" / "student" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "split" / "student" / "model.safetensors"))
+    assert full.keys() == resumed.keys()
+    for key in full:
+        assert torch.equal(full[key], resumed[key]), key
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, teacher_file):
+    recipe = make_recipe(tmp_path / "nan", teacher_file, log_every=1, checkpoint_every_steps=1, keep_checkpoints=50)
+    recipe.optim.lr = 1e12
+    with pytest.raises(NonFiniteLossError, match="non-finite"):
+        train(recipe)
+    checkpoints = sorted((tmp_path / "nan" / "checkpoints").glob("step_*"))
+    assert checkpoints, "at least the first steps were finite and saved"
+    for tensor in load_file(str(checkpoints[-1] / "model.safetensors")).values():
+        assert torch.isfinite(tensor.float()).all()
+
+
+def test_script_reports_recipe_typos_without_building_anything(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {source: digits}\nstudent: cifar_resnet8\ndistill: {method: none}\n")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "distill.py"), "--recipe", str(recipe), "--set", "train.epohcs=1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Did you mean 'epochs'" in result.stderr
+
+
+def _two_process_run(out: str, teacher: str) -> None:
+    train(make_recipe(Path(out), Path(teacher), epochs=1, batch_size=16))
+
+
+def test_two_processes_train_evaluate_once_and_write_one_checkpoint(tmp_path, teacher_file):
+    from accelerate import debug_launcher
+
+    debug_launcher(_two_process_run, args=(str(tmp_path / "ddp"), str(teacher_file)), num_processes=2)
+    run = tmp_path / "ddp"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["last"]["samples"] == 200  # every eval sample exactly once across the two processes
+    assert len(list((run / "checkpoints").glob("step_*"))) == 1
+    info = json.loads((run / "run_info.json").read_text())
+    assert info["hardware"]["num_processes"] == 2 and info["hardware"]["global_batch"] == 32
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1

@@ -1,0 +1,121 @@
+"""The recipe's ``data:`` section (:class:`DataConfig`) and what a built dataset reports (:class:`DataInfo`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+# CIFAR-100 training-set channel statistics, as used by the LumiNet/CRD code bases (methods.md §1).
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+
+
+class Preset(NamedTuple):
+    """Defaults a transform preset brings: output side in pixels and per-channel RGB mean/std."""
+
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+PRESETS: dict[str, Preset] = {
+    "cifar": Preset(32, CIFAR100_MEAN, CIFAR100_STD),
+    "autoaugment": Preset(32, CIFAR100_MEAN, CIFAR100_STD),
+    "imagenet": Preset(224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+    "none": Preset(32, CIFAR100_MEAN, CIFAR100_STD),
+}
+
+
+@dataclass
+class DataConfig:
+    """Where the images come from and how they become tensors; validated on construction.
+
+    ``source`` is a builtin name (``"fashion_mnist"``, ``"digits"``), a local path (a
+    ``save_to_disk`` folder, an image folder, parquet files) or a 🤗 Hub dataset id. ``None`` for
+    ``image_size``/``mean``/``std`` means "the transform preset's value" (see :data:`PRESETS`); the
+    values actually used are :attr:`effective_image_size`, :attr:`effective_mean`, :attr:`effective_std`.
+    ``cache_dir`` holds the builtins converted to 🤗 Datasets (default ``~/.cache/vitkd``) and the Arrow
+    caches of local image folders/parquet files (default: 🤗 datasets' cache); Hub datasets always
+    live in 🤗 datasets' own cache (``HF_DATASETS_CACHE``), where ``datasets`` downloads them.
+    """
+
+    source: str
+    train_split: str = "train"
+    eval_split: str | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    transform: str = "cifar"
+    image_size: int | None = None
+    in_chans: int = 3
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    two_view: bool = False
+    train_fraction: float = 1.0
+    max_eval_samples: int | None = None
+    num_workers: int = 2
+    persistent_workers: bool = True
+    pin_memory: bool = False
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.source, str) or not self.source:
+            raise ValueError(f"data.source must be a non-empty string, got {self.source!r}")
+        if self.transform not in PRESETS:
+            raise ValueError(f"data.transform must be one of {sorted(PRESETS)}, got {self.transform!r}")
+        if self.in_chans not in (1, 3):
+            raise ValueError(f"data.in_chans must be 1 or 3, got {self.in_chans!r}")
+        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
+            raise ValueError(f"data.image_size must be a positive int or None, got {self.image_size!r}")
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ValueError(f"data.train_fraction must be in (0, 1], got {self.train_fraction!r}")
+        if self.max_eval_samples is not None and self.max_eval_samples < 1:
+            raise ValueError(f"data.max_eval_samples must be >= 1 or None, got {self.max_eval_samples!r}")
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers!r}")
+        self.mean = self._channel_stats("mean", self.mean)
+        self.std = self._channel_stats("std", self.std)
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError(f"data.std must be positive, got {self.std!r}")
+
+    def _channel_stats(self, name: str, values: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        """Tuple-ise a YAML list and check it has one value per channel."""
+        if values is None:
+            return None
+        values = tuple(float(v) for v in values)
+        if len(values) != self.in_chans:
+            raise ValueError(
+                f"data.{name} needs one value per channel (in_chans={self.in_chans}), got {values!r}"
+            )
+        return values
+
+    @property
+    def effective_image_size(self) -> int:
+        """Side of the square images the loaders produce, in pixels."""
+        return self.image_size or PRESETS[self.transform].image_size
+
+    @property
+    def effective_mean(self) -> tuple[float, ...]:
+        """Per-channel mean subtracted after scaling to [0, 1]; a 1-channel preset uses the RGB average."""
+        return self.mean or self._preset_stats(PRESETS[self.transform].mean)
+
+    @property
+    def effective_std(self) -> tuple[float, ...]:
+        """Per-channel std divided out after mean subtraction (same rule as :attr:`effective_mean`)."""
+        return self.std or self._preset_stats(PRESETS[self.transform].std)
+
+    def _preset_stats(self, rgb: tuple[float, float, float]) -> tuple[float, ...]:
+        return rgb if self.in_chans == 3 else (sum(rgb) / 3,)
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    """What the model side needs to know about the data ``build_loaders`` produced."""
+
+    num_classes: int
+    class_names: list[str]
+    image_size: int
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]

@@ -1,0 +1,152 @@
+"""Training and evaluation DataLoaders for a :class:`~vitkd.data.config.DataConfig`.
+
+Reproducibility: each loader owns a ``torch.Generator`` seeded from ``seed``. It fixes the shuffling
+order, and DataLoader draws each epoch's worker base seed from it, then seeds ``torch``, ``random`` and
+``numpy`` in worker *i* with base + *i* — so with ``num_workers > 0`` the augmentations repeat too and no
+``worker_init_fn`` is needed. With ``num_workers=0`` augmentations draw from the main process's global
+torch RNG, which the caller seeds (e.g. ``accelerate.utils.set_seed``).
+
+The loaders are not prepared: the training engine hands them to ``accelerator.prepare``, which shards
+them per process.
+"""
+
+from __future__ import annotations
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, default_collate
+
+from vitkd.data.config import DataConfig, DataInfo
+from vitkd.data.sources import (
+    EVAL_SPLIT_CANDIDATES,
+    open_source,
+    require_labels,
+    resolve_split,
+    standardise,
+    unlabelled_count,
+)
+from vitkd.data.transforms import build_transforms
+
+# Seed of the evaluation subset (max_eval_samples): fixed, so runs with different seeds see the same images.
+EVAL_SUBSET_SEED = 0
+
+Images = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def collate(samples: list[dict]) -> tuple[Images, torch.Tensor]:
+    """Rows ``{"image": tensor or tuple of view tensors, "label": int}`` → (images, labels int64 [B]).
+
+    Images are float32 [B, C, H, W], or a tuple (weak, strong) of those in two-view mode.
+    """
+    batch = default_collate(samples)
+    images = batch["image"]
+    return (tuple(images) if isinstance(images, list) else images), batch["label"]
+
+
+def _labelled_split(cfg: DataConfig, splits: datasets.DatasetDict, requested: str) -> tuple[str, datasets.Dataset]:
+    name = resolve_split(splits, requested, cfg.source)
+    ds = standardise(splits, name, image_column=cfg.image_column, label_column=cfg.label_column)
+    return name, require_labels(ds, name, cfg.source)
+
+
+def _eval_split(cfg: DataConfig, splits: datasets.DatasetDict) -> tuple[str, datasets.Dataset]:
+    """``cfg.eval_split``, or the first labelled split among validation/valid/…/test."""
+    if cfg.eval_split is not None:
+        return _labelled_split(cfg, splits, cfg.eval_split)
+    for name in EVAL_SPLIT_CANDIDATES:
+        if name in splits:
+            ds = standardise(splits, name, image_column=cfg.image_column, label_column=cfg.label_column)
+            if unlabelled_count(ds) == 0:
+                return name, ds
+    raise ValueError(
+        f"No labelled evaluation split in {cfg.source!r} (looked for {list(EVAL_SPLIT_CANDIDATES)}); "
+        f"available splits: {sorted(splits)}. Set data.eval_split."
+    )
+
+
+def stratified_fraction(ds: datasets.Dataset, fraction: float, seed: int) -> datasets.Dataset:
+    """A seeded subset holding ``fraction`` of ``ds`` with (nearly) the same class proportions."""
+    try:
+        parts = ds.train_test_split(train_size=fraction, stratify_by_column="label", seed=seed, keep_in_memory=True)
+    except ValueError as exc:
+        raise ValueError(f"data.train_fraction={fraction} cannot split {len(ds)} samples by class: {exc}") from exc
+    return parts["train"]
+
+
+def fixed_subset(ds: datasets.Dataset, size: int) -> datasets.Dataset:
+    """``size`` samples drawn with seed :data:`EVAL_SUBSET_SEED`, kept in dataset order."""
+    keep = np.sort(np.random.default_rng(EVAL_SUBSET_SEED).permutation(len(ds))[:size])
+    return ds.select(keep, keep_in_memory=True)
+
+
+def _check_batch_sizes(batch_size: int, eval_batch_size: int) -> None:
+    if batch_size < 2:
+        raise ValueError(
+            f"batch_size must be >= 2, got {batch_size}: training drops the last incomplete batch and the "
+            "distillation losses use per-class statistics over the batch"
+        )
+    if eval_batch_size < 1:
+        raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
+
+
+def build_loaders(
+    cfg: DataConfig,
+    *,
+    batch_size: int,
+    eval_batch_size: int | None = None,
+    seed: int = 0,
+) -> tuple[DataLoader, DataLoader, DataInfo]:
+    """(train loader, eval loader, DataInfo) for ``cfg``.
+
+    Train: shuffled by a generator seeded with ``seed``, ``drop_last=True``, batches
+    ``(images float32 [B, C, H, W], labels int64 [B])`` or ``((weak, strong), labels)`` with
+    ``cfg.two_view``. Eval: dataset order, ``drop_last=False``, batch size ``eval_batch_size``
+    (default ``batch_size``). Raises ValueError when the training split holds less than one batch.
+    """
+    eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
+    _check_batch_sizes(batch_size, eval_batch_size)
+    splits = open_source(cfg.source, cache_dir=cfg.cache_dir)
+    train_name, train = _labelled_split(cfg, splits, cfg.train_split)
+    eval_name, evaluation = _eval_split(cfg, splits)
+    class_names = train.features["label"].names
+    if evaluation.features["label"].names != class_names:
+        raise ValueError(
+            f"Splits {train_name!r} and {eval_name!r} of {cfg.source!r} have different classes: "
+            f"{class_names} vs {evaluation.features['label'].names}"
+        )
+    if cfg.train_fraction < 1.0:
+        train = stratified_fraction(train, cfg.train_fraction, seed)
+    if cfg.max_eval_samples is not None and cfg.max_eval_samples < len(evaluation):
+        evaluation = fixed_subset(evaluation, cfg.max_eval_samples)
+    if len(train) < batch_size:
+        raise ValueError(
+            f"The training split {train_name!r} has {len(train)} samples (train_fraction={cfg.train_fraction}), "
+            f"fewer than one batch of batch_size={batch_size}; lower the batch size or use more data"
+        )
+
+    train_transform, eval_transform = build_transforms(cfg)
+    common = {
+        "num_workers": cfg.num_workers,
+        "persistent_workers": cfg.persistent_workers and cfg.num_workers > 0,
+        "pin_memory": cfg.pin_memory,
+        "collate_fn": collate,
+    }
+    train_loader = DataLoader(
+        train.with_transform(train_transform), batch_size=batch_size, shuffle=True, drop_last=True,
+        generator=torch.Generator().manual_seed(seed), **common,
+    )
+    # Its own generator keeps iterating this loader from consuming the global RNG (worker base seeds).
+    eval_loader = DataLoader(
+        evaluation.with_transform(eval_transform), batch_size=eval_batch_size, shuffle=False, drop_last=False,
+        generator=torch.Generator().manual_seed(seed), **common,
+    )
+    info = DataInfo(
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        image_size=cfg.effective_image_size,
+        in_chans=cfg.in_chans,
+        mean=cfg.effective_mean,
+        std=cfg.effective_std,
+    )
+    return train_loader, eval_loader, info

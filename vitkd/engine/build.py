@@ -1,0 +1,63 @@
+"""From recipe sections to live objects: the student, the frozen teacher(s), the loss, the export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from accelerate import Accelerator
+from torch import nn
+
+from vitkd.data import DataInfo
+from vitkd.losses import build_loss
+from vitkd.models import create_student, create_teacher, export_spec
+from vitkd.recipe import DistillConfig, ModelConfig, Recipe
+
+__all__ = ["build_criterion", "build_student", "build_teacher", "export_run_student"]
+
+
+def build_student(cfg: ModelConfig, info: DataInfo, *, heads: str = "cls") -> nn.Module:
+    """The student with the dataset's class count and channels; a DeiT-distilled student returns both
+    heads in training mode (``set_distilled_training``) so the task can route losses per head."""
+    student = create_student(
+        cfg.name, num_classes=info.num_classes, in_chans=info.in_chans, checkpoint=cfg.checkpoint,
+        ignore=cfg.ignore, **cfg.kwargs,
+    )
+    if hasattr(student, "set_distilled_training"):
+        student.set_distilled_training(True)
+    elif heads == "split":
+        raise ValueError(f"distill.heads is 'split' but student '{cfg.name}' has no distillation head "
+                         "(use a *_distilled_* DeiT, or distill.heads: cls)")
+    return student
+
+
+def build_teacher(cfgs: list[ModelConfig], info: DataInfo) -> nn.Module | None:
+    """The frozen teacher, or the logit-averaging ensemble of several; None when there is none."""
+    from vitkd.engine.task import TeacherEnsemble
+
+    teachers = [
+        create_teacher(c.name, num_classes=info.num_classes, in_chans=info.in_chans, checkpoint=c.checkpoint,
+                       ignore=c.ignore, **c.kwargs)
+        for c in cfgs
+    ]
+    if not teachers:
+        return None
+    return teachers[0] if len(teachers) == 1 else TeacherEnsemble(teachers)
+
+
+def build_criterion(cfg: DistillConfig) -> nn.Module | None:
+    return None if cfg.method == "none" else build_loss(cfg.method, **cfg.kwargs)
+
+
+def export_run_student(accelerator: Accelerator, student: nn.Module, recipe: Recipe, info: DataInfo, out_dir: Path) -> None:
+    """Export the (unwrapped) student as ``model.safetensors`` + timm ``config.json`` (main process only)."""
+    from vitkd.export import export_student
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        architecture, model_args = export_spec(recipe.student.name, **recipe.student.kwargs)
+        export_student(
+            accelerator.unwrap_model(student), out_dir, architecture=architecture, model_args=model_args,
+            num_classes=info.num_classes, in_chans=info.in_chans, label_names=info.class_names,
+            mean=info.mean, std=info.std, input_size=(info.in_chans, info.image_size, info.image_size),
+        )
+    accelerator.wait_for_everyone()

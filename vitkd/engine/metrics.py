@@ -1,0 +1,53 @@
+"""Classification metrics over a whole evaluation set: top-1, top-5, NLL and expected calibration error.
+
+Each batch is reduced to a few numbers per sample (:func:`per_sample_stats`), which are gathered
+across processes, so evaluation moves B×4 values instead of B×C logits.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["ECE_BINS", "per_sample_stats", "summarise"]
+
+ECE_BINS = 15
+
+# columns of the per-sample statistics tensor
+_TOP1, _TOP5, _NLL, _CONF = range(4)
+
+
+def per_sample_stats(logits: Tensor, targets: Tensor) -> Tensor:
+    """(B, C) logits and (B,) targets -> (B, 4) float32: [top-1 hit, top-5 hit, NLL (nats), confidence]."""
+    logits = logits.float()
+    log_probs = F.log_softmax(logits, dim=-1)
+    k = min(5, logits.shape[-1])
+    topk = logits.topk(k, dim=-1).indices
+    hits = topk == targets[:, None]
+    nll = -log_probs.gather(1, targets[:, None]).squeeze(1)
+    confidence = log_probs.max(dim=-1).values.exp()
+    return torch.stack([hits[:, 0].float(), hits.any(dim=-1).float(), nll, confidence], dim=1)
+
+
+def summarise(stats: Tensor, bins: int = ECE_BINS) -> dict[str, float]:
+    """(N, 4) statistics of the whole set -> {"top1", "top5" (%), "nll" (nats), "ece" (%), "samples"}.
+
+    ECE: equal-width confidence bins on (0, 1]; sum over bins of |accuracy − mean confidence| weighted
+    by the bin's share of samples (Guo et al., 2017).
+    """
+    if stats.numel() == 0:
+        raise ValueError("no evaluation samples: the eval split is empty")
+    stats = stats.double()
+    correct, confidence = stats[:, _TOP1], stats[:, _CONF]
+    bin_index = (confidence * bins).ceil().clamp(1, bins).long() - 1
+    acc_sum = torch.bincount(bin_index, weights=correct, minlength=bins)
+    conf_sum = torch.bincount(bin_index, weights=confidence, minlength=bins)
+    ece = (acc_sum - conf_sum).abs().sum() / stats.shape[0]
+    return {
+        "top1": 100.0 * correct.mean().item(),
+        "top5": 100.0 * stats[:, _TOP5].mean().item(),
+        "nll": stats[:, _NLL].mean().item(),
+        "ece": 100.0 * ece.item(),
+        "samples": int(stats.shape[0]),
+    }

@@ -1,0 +1,422 @@
+"""Recipes: one YAML file describes a whole distillation run, validated before anything is built.
+
+A recipe has the sections ``data``, ``teacher``, ``student``, ``distill``, ``optim``, ``schedule``,
+``train``, ``paper`` and ``hub`` (see the dataclasses below for every key and its default). A recipe
+may ``extends:`` another (a path relative to itself); the child states only what differs, mappings
+merge key by key, everything else is replaced. ``--set a.b=value`` overrides are parsed as YAML
+scalars and type-checked against the schema like the file itself.
+
+Why a hand-written converter instead of OmegaConf structured configs: the teacher may be one model
+*or* a list (an ensemble), which OmegaConf's unions do not support, and we want every unknown key
+to come back with the closest valid spelling.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from vitkd.data.config import DataConfig
+from vitkd.losses import available_losses, build_loss
+
+__all__ = [
+    "DistillConfig",
+    "HubConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PaperConfig",
+    "Recipe",
+    "RecipeError",
+    "ScheduleConfig",
+    "TrainConfig",
+    "load_recipe",
+    "recipe_from_dict",
+    "recipe_to_dict",
+]
+
+MIXED_PRECISION = ("no", "fp16", "bf16")
+REPORT = ("best", "last")
+HEADS = ("cls", "split")
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run; the message names the key and how to fix it."""
+
+
+@dataclass
+class ModelConfig:
+    """A model by timm name (vitkd's own names work after ``import vitkd``).
+
+    ``checkpoint``: a local ``.safetensors``/``.pth`` file or timm export folder, or ``hf-hub:…`` /
+    ``timm`` to take timm's pretrained weights. ``kwargs`` go to ``timm.create_model`` (e.g.
+    ``drop_path_rate``, ``img_size``). ``ignore``: key patterns left out of the checkpoint check,
+    e.g. ``["head.*"]`` to start a student from weights with another head.
+    """
+
+    name: str
+    checkpoint: str | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    ignore: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DistillConfig:
+    """What the student learns from.
+
+    ``method``: a name from ``vitkd.losses.available_losses()`` or ``none`` (plain supervised training,
+    e.g. for teachers). ``kwargs`` go to the loss. Total loss =
+    ``ce_weight · CE + min(epoch / warmup_epochs, 1) · kd_weight · L_method`` with 1-based epochs
+    (warmup 0 or 1: no ramp). ``heads`` for DeiT-distilled students (two heads): ``cls`` puts CE and
+    distillation on the class-token head; ``split`` puts CE on the class head and distillation on the
+    distillation head (DeiT's convention).
+    """
+
+    method: str = "luminet"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    ce_weight: float = 1.0
+    kd_weight: float = 1.0
+    warmup_epochs: int = 0
+    heads: str = "cls"
+
+
+@dataclass
+class OptimConfig:
+    """Arguments of ``timm.optim.create_optimizer_v2``.
+
+    ``filter_bias_and_bn: false`` applies weight decay to every parameter, as the CIFAR papers' code
+    does (timm's default exempts biases and norm weights).
+    """
+
+    opt: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    filter_bias_and_bn: bool = False
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ScheduleConfig:
+    """Arguments of ``timm.scheduler.create_scheduler_v2`` (epochs come from ``train.epochs``)."""
+
+    sched: str = "multistep"
+    decay_milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
+    decay_rate: float = 0.1
+    warmup_epochs: int = 0
+    warmup_lr: float = 1e-5
+    min_lr: float = 0.0
+    step_on_epochs: bool = True
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    """The loop. ``batch_size`` is per device: the global batch is ``batch_size · processes · grad_accum_steps``.
+
+    ``gpus`` records the process count the recipe was written for (a different count warns, since
+    batch statistics and the global batch change). ``max_steps`` stops early after that many
+    optimiser steps (smoke runs, benchmarks). ``report`` says which epoch's metrics are *the* result.
+    ``output_dir`` may use ``{name}`` and ``{seed}``.
+    """
+
+    epochs: int = 240
+    max_steps: int | None = None
+    batch_size: int = 64
+    eval_batch_size: int | None = None
+    grad_accum_steps: int = 1
+    clip_grad: float | None = None
+    mixed_precision: str = "no"
+    eval_every: int = 1
+    checkpoint_every: int = 1
+    checkpoint_every_steps: int | None = None
+    keep_checkpoints: int = 2
+    log_every: int = 20
+    seed: int = 0
+    output_dir: str = "runs/{name}/seed{seed}"
+    report: str = "best"
+    gpus: int = 1
+    log_with: list[str] = field(default_factory=list)
+    cpu: bool = False
+
+
+@dataclass
+class PaperConfig:
+    """Where the recipe comes from: the paper table/row and the number it targets (top-1, %)."""
+
+    table: str | None = None
+    row: str | None = None
+    published_top1: float | None = None
+    notes: str | None = None
+
+
+@dataclass
+class HubConfig:
+    """Push the exported student to the Hugging Face Hub at the end of training (main process only)."""
+
+    repo_id: str | None = None
+    push: bool = False
+    private: bool = False
+    revision: str | None = None
+
+
+@dataclass
+class Recipe:
+    name: str
+    data: DataConfig
+    student: ModelConfig
+    teacher: ModelConfig | list[ModelConfig] | None = None
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    paper: PaperConfig = field(default_factory=PaperConfig)
+    hub: HubConfig = field(default_factory=HubConfig)
+
+    @property
+    def teachers(self) -> list[ModelConfig]:
+        """The teacher(s) as a list (empty for ``method: none``)."""
+        if self.teacher is None:
+            return []
+        return self.teacher if isinstance(self.teacher, list) else [self.teacher]
+
+    def run_dir(self) -> Path:
+        return Path(self.train.output_dir.format(name=self.name, seed=self.train.seed))
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def load_recipe(path: str | Path, overrides: Sequence[str] = ()) -> Recipe:
+    """Read a YAML recipe (resolving ``extends``), apply ``--set key=value`` overrides, validate."""
+    path = Path(path)
+    raw = _read_with_extends(path, chain=())
+    raw.setdefault("name", path.stem)
+    for item in overrides:
+        _apply_override(raw, item)
+    return recipe_from_dict(raw)
+
+
+def recipe_from_dict(raw: Mapping[str, Any]) -> Recipe:
+    """Build and validate a :class:`Recipe` from a plain mapping (what YAML gives)."""
+    recipe = _convert(Recipe, raw, "recipe")
+    _validate(recipe)
+    return recipe
+
+
+def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
+    """The fully resolved recipe as plain YAML-able data (tuples become lists)."""
+    return _plain(dataclasses.asdict(recipe))
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    path = path.resolve()
+    if path in chain:
+        raise RecipeError(f"'extends' cycle: {' -> '.join(str(p) for p in (*chain, path))}")
+    if not path.is_file():
+        where = f" (extended by {chain[-1]})" if chain else ""
+        raise RecipeError(f"recipe file not found: {path}{where}")
+    with path.open() as f:
+        raw = yaml.safe_load(f) or {}
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping, got {type(raw).__name__}")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    base = _read_with_extends(path.parent / parent, (*chain, path))
+    base.pop("name", None)  # the name is the child's (its file stem unless it says otherwise)
+    return _deep_merge(base, raw)
+
+
+def _deep_merge(base: dict[str, Any], child: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in child.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one ``a.b.c=value``; the value is parsed as YAML (so ``1e-3``, ``[1, 2]``, ``null`` work)."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise RecipeError(f"--set expects key=value (e.g. train.epochs=10), got {item!r}")
+    *parents, leaf = key.strip().split(".")
+    node: Any = raw
+    cls: Any = Recipe
+    for depth, part in enumerate(parents):
+        cls = _field_type(cls, part, ".".join(parents[: depth + 1]))
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise RecipeError(f"--set {key}: '{'.'.join(parents[: depth + 1])}' is not a section")
+    if cls is not None and dataclasses.is_dataclass(cls):
+        _field_type(cls, leaf, key)  # unknown key -> error with suggestion
+    node[leaf] = yaml.safe_load(text)
+
+
+def _field_type(cls: Any, name: str, dotted: str) -> Any:
+    """The dataclass type of section ``name`` within ``cls`` (None below free-form mappings)."""
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    if name not in fields:
+        raise RecipeError(_unknown_key_message(dotted, name, fields))
+    hint = typing.get_type_hints(cls)[name]
+    options = [a for a in _union_args(hint) if dataclasses.is_dataclass(a)]
+    return options[0] if options else None
+
+
+# ----------------------------------------------------------------------------- typed conversion
+
+
+def _unknown_key_message(where: str, key: str, valid: Mapping[str, Any] | Sequence[str]) -> str:
+    names = sorted(valid)
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return f"unknown key '{where}'.{hint} Valid keys here: {', '.join(names)}"
+
+
+def _union_args(hint: Any) -> tuple[Any, ...]:
+    if typing.get_origin(hint) in (Union, types.UnionType):
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    """Check ``value`` against the type ``hint`` and build dataclasses; ``where`` names the key."""
+    if hint is Any:
+        return value
+    options = _union_args(hint)
+    if len(options) > 1:
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(option, value, where)
+            except RecipeError as err:
+                errors.append(str(err))
+        raise RecipeError(errors[0] if len(errors) == 1 else f"{where}: no accepted form fits: " + "; ".join(errors))
+    if dataclasses.is_dataclass(hint):
+        return _convert_dataclass(hint, value, where)
+    origin = typing.get_origin(hint)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where}: expected a list, got {value!r}")
+        item = typing.get_args(hint)[0] if typing.get_args(hint) else Any
+        items = [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    return _convert_scalar(hint, value, where)
+
+
+def _convert_scalar(hint: Any, value: Any, where: str) -> Any:
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # PyYAML reads "5e-4" (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+        return value
+    raise RecipeError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _convert_dataclass(cls: Any, value: Any, where: str) -> Any:
+    if isinstance(value, str) and "name" in {f.name for f in dataclasses.fields(cls)}:
+        value = {"name": value}  # shorthand: `student: cifar_resnet8x4`
+    if not isinstance(value, Mapping):
+        raise RecipeError(f"{where}: expected a mapping with keys {[f.name for f in dataclasses.fields(cls)]}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    for key in value:
+        if key not in fields:
+            raise RecipeError(_unknown_key_message(f"{where}.{key}", key, fields))
+    missing = [n for n, f in fields.items() if n not in value and _is_required(f)]
+    if missing:
+        raise RecipeError(f"{where}: missing required key(s) {missing}")
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in value.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # the section's own __post_init__ checks (e.g. DataConfig)
+        raise RecipeError(f"{where}: {err}") from err
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+# ----------------------------------------------------------------------------- cross-field checks
+
+
+def _validate(recipe: Recipe) -> None:
+    """Impossible combinations, caught before any model or dataset is touched."""
+    _check_choice("train.mixed_precision", recipe.train.mixed_precision, MIXED_PRECISION)
+    _check_choice("train.report", recipe.train.report, REPORT)
+    _check_choice("distill.heads", recipe.distill.heads, HEADS)
+    for key in ("epochs", "batch_size", "grad_accum_steps", "eval_every", "keep_checkpoints", "log_every", "gpus"):
+        if getattr(recipe.train, key) < 1:
+            raise RecipeError(f"train.{key} must be >= 1, got {getattr(recipe.train, key)}")
+    for key in ("max_steps", "checkpoint_every_steps"):
+        value = getattr(recipe.train, key)
+        if value is not None and value < 1:
+            raise RecipeError(f"train.{key} must be >= 1 or null, got {value}")
+    if recipe.train.checkpoint_every < 0:
+        raise RecipeError("train.checkpoint_every must be >= 0 (0 = only at the end)")
+    if recipe.distill.warmup_epochs < 0:
+        raise RecipeError("distill.warmup_epochs must be >= 0")
+    _validate_method(recipe)
+    if recipe.hub.push and not recipe.hub.repo_id:
+        raise RecipeError("hub.push is true but hub.repo_id is empty: set hub.repo_id: owner/name")
+
+
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise RecipeError(f"{key}: {value!r} is not one of {list(choices)}.{hint}")
+
+
+def _validate_method(recipe: Recipe) -> None:
+    method = recipe.distill.method
+    if method == "none":
+        if recipe.teachers:
+            raise RecipeError("distill.method is 'none' but a teacher is given: remove 'teacher' or pick a method")
+        return
+    _check_choice("distill.method", method, [*available_losses(), "none"])
+    if not recipe.teachers:
+        raise RecipeError(f"distill.method '{method}' needs a teacher: add a 'teacher:' section")
+    try:
+        cls = type(build_loss(method, **recipe.distill.kwargs))
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"distill.kwargs: {err}") from err
+    if cls.num_views == 2 and not recipe.data.two_view:
+        raise RecipeError(f"distill.method '{method}' trains on two views: set data.two_view: true")
+    if cls.num_views == 1 and recipe.data.two_view:
+        raise RecipeError(f"data.two_view is true but '{method}' uses one view: set data.two_view: false")
+    if cls.uses_batch_statistics and recipe.train.batch_size < 2:
+        raise RecipeError(
+            f"train.batch_size is {recipe.train.batch_size}, but '{method}' uses per-class statistics over "
+            "the batch and needs at least 2 samples per device (the paper uses 64)"
+        )
