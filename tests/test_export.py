@@ -83,11 +83,11 @@ def test_vit_round_trip_gives_identical_logits_and_config(tmp_path):
 
 def test_resnet_one_channel_round_trip_with_crop_settings(tmp_path):
     torch.manual_seed(0)
-    model = timm.create_model("resnet18", num_classes=3, in_chans=1)
+    model = timm.create_model("resnet10t", num_classes=3, in_chans=1)
     out = export_student(
         model,
         tmp_path / "r",
-        architecture="resnet18",
+        architecture="resnet10t",
         num_classes=3,
         in_chans=1,
         mean=(0.5,),
@@ -140,11 +140,8 @@ def _save_then_crash(*args, **kwargs):
     ("patch", "overrides", "error"),
     [
         (_save_then_crash, {}, KeyboardInterrupt),
-        (
-            None,
-            {"architecture": "deit_tiny_distilled_patch16_224"},
-            RuntimeError,
-        ),  # config timm cannot rebuild from
+        # a config timm cannot rebuild the weights from (the distilled DeiT has extra tokens and a head)
+        (None, {"architecture": "deit_tiny_distilled_patch16_224"}, RuntimeError),
     ],
     ids=["crash-mid-write", "unloadable-config"],
 )
@@ -157,6 +154,23 @@ def test_failed_export_keeps_the_previous_one_intact(tmp_path, monkeypatch, patc
         export_tiny_vit(tmp_path / "student", seed=1, **overrides)
     assert folder_snapshot(tmp_path / "student") == before
     assert [p.name for p in tmp_path.iterdir()] == ["student"]  # no staging folder left behind
+
+
+def test_failed_swap_restores_the_previous_export(tmp_path, monkeypatch):
+    export_tiny_vit(tmp_path / "student", seed=0)
+    before = folder_snapshot(tmp_path / "student")
+    real_rename = Path.rename
+
+    def rename_failing_for_staging(self, target):
+        if self.name.startswith(".student.tmp-"):
+            raise OSError("simulated failure renaming the new export into place")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename_failing_for_staging)
+    with pytest.raises(OSError, match="simulated"):
+        export_tiny_vit(tmp_path / "student", seed=1)
+    assert folder_snapshot(tmp_path / "student") == before
+    assert [p.name for p in tmp_path.iterdir()] == ["student"]
 
 
 def test_unloadable_config_error_names_architecture(tmp_path):

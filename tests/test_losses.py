@@ -11,8 +11,8 @@ from torch.testing import assert_close
 
 from vitkd.losses import (
     CRLDLoss,
-    DISTLoss,
     DistillationLoss,
+    DISTLoss,
     DKDLoss,
     KDLoss,
     LogitStandardKDLoss,
@@ -26,12 +26,24 @@ from vitkd.losses import registry as registry_module
 
 NAMES = ["crld", "dist", "dkd", "kd", "ls_kd", "luminet"]
 
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
 # Non-default hyperparameters, so that a swapped or ignored argument shows up in the parity tests.
 PARITY_KWARGS = {
     "kd": {"temperature": 3.0},
     "luminet": {"temperature": 2.0, "alpha": 3.0, "eps": 1e-3},
     "dkd": {"alpha": 1.5, "beta": 6.0, "temperature": 3.0},
-    "crld": {"temperature": 2.0, "tau_weak": 0.8, "tau_strong": 0.3, "within_weight": 1.5, "cross_weight": 0.7},
+    "crld": {
+        "temperature": 2.0,
+        "tau_weak": 0.8,
+        "tau_strong": 0.3,
+        "within_weight": 1.5,
+        "cross_weight": 0.7,
+    },
     "ls_kd": {"temperature": 3.0},
     "dist": {"beta": 2.0, "gamma": 0.7, "temperature": 2.5},
 }
@@ -67,7 +79,10 @@ def _kl(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
 
 
 def _mean_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    kls = [_kl(_softmax(t / temperature), _softmax(s / temperature)) for s, t in zip(student, teacher)]
+    kls = [
+        _kl(_softmax(t / temperature), _softmax(s / temperature))
+        for s, t in zip(student, teacher, strict=True)
+    ]
     return sum(kls) / len(kls)
 
 
@@ -91,7 +106,7 @@ def ref_luminet(s, t, *, temperature, alpha, eps):
 
 def ref_dkd(s, t, y, *, alpha, beta, temperature):
     total = 0
-    for s_i, t_i, y_i in zip(s, t, y.tolist()):
+    for s_i, t_i, y_i in zip(s, t, y.tolist(), strict=True):
         p_s, p_t = _softmax(s_i / temperature), _softmax(t_i / temperature)
         others = torch.arange(len(s_i)) != y_i
         b_s = torch.stack([p_s[y_i], p_s[others].sum()])
@@ -170,7 +185,7 @@ def test_matches_independent_derivation(name, shape):
     assert value.dtype == torch.float64
     assert value > 1e-3  # a meaningful, non-degenerate comparison
     assert_close(value, ref_value, rtol=1e-6, atol=1e-10)
-    for grad, ref_grad in zip(grads, ref_grads):
+    for grad, ref_grad in zip(grads, ref_grads, strict=True):
         assert_close(grad, ref_grad, rtol=1e-6, atol=1e-10)
 
 
@@ -185,7 +200,11 @@ def test_crld_parity_inputs_exercise_both_mask_outcomes():
 
 def test_kd_gradient_matches_closed_form():
     """d/dz_s of T²·mean KL = (T / B)·(softmax(z_s/T) − softmax(z_t/T))."""
-    s, t, temperature = torch.randn(16, 10, dtype=torch.float64), torch.randn(16, 10, dtype=torch.float64), 3.0
+    s, t, temperature = (
+        torch.randn(16, 10, dtype=torch.float64),
+        torch.randn(16, 10, dtype=torch.float64),
+        3.0,
+    )
     (grad,) = value_and_student_grads(KDLoss(temperature), [s], [t])[1]
     expected = temperature / len(s) * ((s / temperature).softmax(1) - (t / temperature).softmax(1))
     assert_close(grad, expected, rtol=1e-10, atol=1e-12)
@@ -197,6 +216,7 @@ def test_perception_matches_derivation_and_is_standardised():
     assert_close(h, ref_perception(z, 1e-5), rtol=1e-10, atol=1e-12)
     assert_close(h.mean(0), torch.zeros(7, dtype=torch.float64), rtol=0, atol=1e-12)
     assert_close(h.var(0, unbiased=False), torch.ones(7, dtype=torch.float64), rtol=1e-5, atol=0)
+    assert_close(perception(z, eps=1e-5, temperature=4.0), h / 4, rtol=1e-12, atol=0)
 
 
 def test_luminet_student_statistics_carry_gradient():
@@ -284,7 +304,10 @@ def test_registry_names_and_class_attributes():
 
 
 def test_defaults_follow_methods_md():
-    assert repr(build_loss("luminet")) == "LumiNetLoss(temperature=4.0, alpha=1.0, eps=1e-05, global_stats=False)"
+    assert (
+        repr(build_loss("luminet"))
+        == "LumiNetLoss(temperature=4.0, alpha=1.0, eps=1e-05, global_stats=False)"
+    )
     assert repr(build_loss("kd")) == "KDLoss(temperature=4.0)"
     assert repr(build_loss("dkd")) == "DKDLoss(alpha=1.0, beta=8.0, temperature=4.0)"
     assert repr(build_loss("crld")) == (
@@ -300,12 +323,16 @@ def test_build_loss_passes_keywords():
 
 
 def test_unknown_loss_name_lists_names_and_closest_match():
-    with pytest.raises(ValueError, match=r"unknown loss 'lumi_net'.*'crld'.*'luminet'.*Did you mean 'luminet'\?"):
+    with pytest.raises(
+        ValueError, match=r"unknown loss 'lumi_net'.*'crld'.*'luminet'.*Did you mean 'luminet'\?"
+    ):
         build_loss("lumi_net")
 
 
 def test_unknown_keyword_lists_valid_keywords():
-    with pytest.raises(TypeError, match=r"loss 'kd' got unknown keyword\(s\) \['T'\]; valid keywords: \['temperature'\]"):
+    with pytest.raises(
+        TypeError, match=r"loss 'kd' got unknown keyword\(s\) \['T'\]; valid keywords: \['temperature'\]"
+    ):
         build_loss("kd", T=4.0)
 
 
@@ -374,7 +401,9 @@ def test_shape_mismatch_names_both_shapes():
         CRLDLoss()(torch.randn(4, 10), torch.randn(4, 10), torch.randn(4, 10), torch.randn(3, 10))
 
 
-@pytest.mark.parametrize("bad", [torch.randn(4), torch.randn(2, 4, 10), torch.randn(0, 10)], ids=["1d", "3d", "empty"])
+@pytest.mark.parametrize(
+    "bad", [torch.randn(4), torch.randn(2, 4, 10), torch.randn(0, 10)], ids=["1d", "3d", "empty"]
+)
 def test_logits_must_be_nonempty_matrices(bad):
     with pytest.raises(ValueError, match=r"student_logits must be a non-empty \(batch, classes\) matrix"):
         LumiNetLoss()(bad, bad)
@@ -383,11 +412,19 @@ def test_logits_must_be_nonempty_matrices(bad):
 @pytest.mark.parametrize(
     ("target", "error", "message"),
     [
-        (torch.tensor([0, 1, 2, 5]), ValueError, r"target must lie in \[0, 4\] for 5 classes, got values in \[0, 5\]"),
+        (
+            torch.tensor([0, 1, 2, 5]),
+            ValueError,
+            r"target must lie in \[0, 4\] for 5 classes, got values in \[0, 5\]",
+        ),
         (torch.tensor([0, -1, 2, 3]), ValueError, r"got values in \[-1, 3\]"),
         (torch.tensor([0, 1, 2]), ValueError, r"target must have shape \(4,\) .* got \(3,\)"),
         (torch.eye(5)[:4].long(), ValueError, r"not one-hot"),
-        (torch.tensor([0.0, 1.0, 2.0, 3.0]), TypeError, "target must hold integer class indices.*torch.float32"),
+        (
+            torch.tensor([0.0, 1.0, 2.0, 3.0]),
+            TypeError,
+            "target must hold integer class indices.*torch.float32",
+        ),
     ],
 )
 def test_bad_target(target, error, message):
@@ -399,6 +436,13 @@ def test_bad_target(target, error, message):
 def test_batch_of_one_is_rejected_for_batch_statistics(name):
     with pytest.raises(ValueError, match="per-class batch statistics need ≥ 2 samples; use drop_last=True"):
         build_loss(name)(torch.randn(1, 10), torch.randn(1, 10))
+
+
+def test_perception_rejects_a_batch_of_one_and_non_matrices():
+    with pytest.raises(ValueError, match="logits has a batch of 1: per-class batch statistics need ≥ 2"):
+        perception(torch.randn(1, 10))
+    with pytest.raises(ValueError, match=r"logits must be a non-empty \(batch, classes\) matrix"):
+        perception(torch.randn(4, 10, 3))
 
 
 def test_single_class_is_rejected_where_meaningless():

@@ -24,7 +24,7 @@ VERSIONS = {"vitkd": "0.1.0", "torch": "2.14.1", "timm": "1.0.31", "accelerate":
 
 def make_recipe(seed: int = 0, **sections) -> dict:
     recipe = {
-        "teacher": {"name": "resnet34.tv_in1k", "checkpoint": None},
+        "teacher": {"name": "resnet34.tv_in1k", "checkpoint": "timm"},
         "student": {"name": "vit_tiny_patch16_224"},
         "distill": {"method": "luminet", "kwargs": {"alpha": 33, "temperature": 4}, "ce_weight": 2.0},
         "data": {"source": "uoft-cs/cifar100"},
@@ -37,9 +37,16 @@ def make_recipe(seed: int = 0, **sections) -> dict:
 
 
 def write_run(
-    root: Path, export: Path, *, recipe: dict, best: dict, last: dict, report: str = "best"
+    root: Path,
+    export: Path,
+    *,
+    recipe: dict,
+    best: dict,
+    last: dict,
+    report: str = "best",
+    teacher_sha256: dict | None = None,
 ) -> Path:
-    """A run folder as the training engine writes it, with copies of ``export`` as both students."""
+    """A run folder as vitkd.engine writes it (metrics in %), with copies of ``export`` as both students."""
     root.mkdir(parents=True)
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
     (root / "run_info.json").write_text(
@@ -54,17 +61,19 @@ def write_run(
                     "device": "cuda",
                     "mixed_precision": "bf16",
                 },
-                "teacher_sha256": "ab" * 32,
+                "teacher_sha256": teacher_sha256 or {"resnet34.tv_in1k": None},
             }
         )
     )
-    (root / "summary.json").write_text(json.dumps({"report": report, "best": best, "last": last}))
+    (root / "summary.json").write_text(
+        json.dumps({"report": report, "best": best, "last": last, "teacher": metrics(0, 73.31)})
+    )
     shutil.copytree(export, root / "student")
     shutil.copytree(export, root / "student_best")
     return root
 
 
-def metrics(epoch: int, top1: float, top5: float = 94.0, ece: float = 0.03) -> dict:
+def metrics(epoch: int, top1: float, top5: float = 94.0, ece: float = 3.0) -> dict:
     return {"epoch": epoch, "top1": top1, "top5": top5, "nll": 1.1, "ece": ece}
 
 
@@ -79,7 +88,7 @@ def run(tmp_path, vit_export) -> Path:
         tmp_path / "run0",
         vit_export,
         recipe=make_recipe(seed=0),
-        best=metrics(231, 77.12, 94.3, 0.0312),
+        best=metrics(231, 77.12, 94.3, 3.125),
         last=metrics(240, 76.9),
     )
 
@@ -117,14 +126,16 @@ def test_single_run_body(run):
     assert "`alpha`: 33" in body and "`temperature`: 4" in body and "CE weight 2.0" in body
     assert "| top-1 accuracy (%) | 77.12 |" in body
     assert "| top-5 accuracy (%) | 94.30 |" in body
-    assert "| expected calibration error | 0.0312 |" in body
+    assert "| expected calibration error (%) | 3.12 |" in body
+    assert "| teacher top-1 accuracy (%) | 73.31 |" in body
     assert "77.50 (this model: -0.38)" in body and "Table 1" in body
     assert "best epoch (epoch 231)" in body
     assert code_blocks(body, "bash") == [COMMAND + " --seed 0"]
     (recipe_block,) = code_blocks(body, "yaml")
     assert yaml.safe_load(recipe_block) == make_recipe(seed=0)
     assert "| timm | 1.0.31 |" in body and "| torch | 2.14.1 |" in body
-    assert "ab" * 32 in body and "global batch 64" in body and "bf16" in body
+    assert "SHA-256" not in body  # timm's pretrained teacher weights have no local checkpoint to hash
+    assert "global batch 64" in body and "bf16" in body
 
 
 def test_loading_snippet_runs_against_the_export(run):
@@ -140,7 +151,7 @@ def test_loading_snippet_runs_against_the_export(run):
 
 
 def test_seed_group_shows_mean_and_sample_std(tmp_path, vit_export):
-    top1s, eces = [77.0, 78.1], [0.031, 0.045]
+    top1s, eces = [77.0, 78.1], [3.1, 4.5]
     runs = [
         write_run(
             tmp_path / f"run{seed}",
@@ -153,7 +164,7 @@ def test_seed_group_shows_mean_and_sample_std(tmp_path, vit_export):
     ]
     meta, body = split_card(render_model_card(runs))
     assert f"| top-1 accuracy (%) | {np.mean(top1s):.2f} ± {np.std(top1s, ddof=1):.2f} |" in body
-    assert f"| expected calibration error | {np.mean(eces):.4f} ± {np.std(eces, ddof=1):.4f} |" in body
+    assert f"| expected calibration error (%) | {np.mean(eces):.2f} ± {np.std(eces, ddof=1):.2f} |" in body
     assert "| top-5 accuracy (%) | 94.00 ± 0.00 |" in body
     assert f"(this model: {np.mean(top1s) - 77.5:+.2f})" in body
     assert "over 2 seeds ([0, 1])" in body and "epochs 200, 201" in body
@@ -181,19 +192,27 @@ def test_local_sources_give_no_hub_ids_and_no_published_row(tmp_path, vit_export
     recipe = make_recipe(
         teacher=[
             {"name": "resnet32x4", "checkpoint": "ckpts/resnet32x4_vanilla/ckpt_epoch_240.pth"},
-            {"name": "hf-hub:bob/wrn-40-2@v1", "checkpoint": None},
+            {"name": "wrn_40_2", "checkpoint": "hf-hub:bob/wrn-40-2@v1"},
         ],
         data={"source": str(data_dir)},
         paper={"table": "Table 1", "row": "x"},
         hub={"license": "mit"},
     )
-    run = write_run(tmp_path / "run", vit_export, recipe=recipe, best=metrics(1, 50.0), last=metrics(1, 50.0))
+    run = write_run(
+        tmp_path / "run",
+        vit_export,
+        recipe=recipe,
+        best=metrics(1, 50.0),
+        last=metrics(1, 50.0),
+        teacher_sha256={"resnet32x4": "ab" * 32, "wrn_40_2": None},
+    )
     meta, body = split_card(render_model_card([run]))
     assert "datasets" not in meta and "model-index" not in meta
     assert meta["base_model"] == "bob/wrn-40-2"  # only the Hub teacher, revision stripped
     assert meta["license"] == "mit"
     assert "published" not in body
-    assert "`resnet32x4` + `hf-hub:bob/wrn-40-2@v1`" in body
+    assert "`resnet32x4` + `wrn_40_2`" in body and "(weights: `hf-hub:bob/wrn-40-2@v1`)" in body
+    assert f"SHA-256 of `resnet32x4`'s checkpoint: `{'ab' * 32}`" in body and "`wrn_40_2`'s" not in body
     assert "hf-hub:<owner>/<name>" in body  # neither repo_id nor hub.repo_id known
 
 

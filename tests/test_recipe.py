@@ -105,7 +105,7 @@ def raw(**changes):
     ("changes", "message"),
     [
         ({"distill__method": "lumient"}, "Did you mean 'luminet'"),
-        ({"distill__method": "crld"}, "data.two_view: true"),
+        ({"distill__method": "crld", "distill__kwargs": {}}, "data.two_view: true"),
         ({"distill__method": "none"}, "teacher is given"),
         ({"teacher": None}, "needs a teacher"),
         ({"distill__kwargs": {"temprature": 4.0}}, "valid keywords"),

@@ -75,7 +75,15 @@ def export_student(
     """
     model = extract_model_from_parallel(model, keep_torch_compile=False)
     _check_export_args(
-        model, architecture, in_chans, input_size, mean, std, num_classes, label_names, crop_pct
+        model,
+        architecture=architecture,
+        num_classes=num_classes,
+        in_chans=in_chans,
+        input_size=input_size,
+        mean=mean,
+        std=std,
+        label_names=label_names,
+        crop_pct=crop_pct,
     )
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -110,6 +118,7 @@ def export_student(
 
 def _check_export_args(
     model: nn.Module,
+    *,
     architecture: str,
     in_chans: int,
     input_size: Sequence[int],

@@ -3,7 +3,7 @@
 A card is rendered from one training run folder, or from a seed group (several runs of one recipe that
 differ only in ``train.seed``; metrics then read mean ± std). A run folder holds ``recipe.yaml``,
 ``run_info.json``, ``summary.json`` and the exports ``student/`` (last epoch) and ``student_best/``.
-Units: ``top1``/``top5`` in summary.json are percentages (0-100); ``ece`` is a fraction (0-1).
+Units: ``top1``, ``top5`` and ``ece`` in summary.json are percentages (as ``vitkd.engine.metrics`` writes).
 The YAML front matter is built with ``huggingface_hub.ModelCardData`` so the Hub parses it as its own.
 """
 
@@ -20,7 +20,7 @@ import timm
 import yaml
 from huggingface_hub import EvalResult, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from timm.models import get_pretrained_cfg, model_entrypoint, split_model_name_tag
+from timm.models import get_pretrained_cfg, model_entrypoint
 
 RUN_FILES = ("recipe.yaml", "run_info.json", "summary.json")
 _EXPORT_FOR_REPORT = {"best": "student_best", "last": "student"}
@@ -54,7 +54,7 @@ class RunRecord:
 
     @property
     def metrics(self) -> dict:
-        """The reported epoch's metrics: epoch, top1 (%), top5 (%), nll, ece (fraction)."""
+        """The reported epoch's metrics: epoch, top1 (%), top5 (%), nll (nats), ece (%)."""
         return self.summary[self.report]
 
     @property
@@ -82,9 +82,9 @@ def read_run(run_dir: str | Path) -> RunRecord:
             f"{run_dir / 'summary.json'}: 'report' must be 'best' or 'last', "
             f"got {run.summary.get('report')!r}."
         )
-    if run.report not in run.summary:
+    if not isinstance(run.summary.get(run.report), Mapping):
         raise ValueError(
-            f"{run_dir / 'summary.json'} reports {run.report!r} but has no {run.report!r} entry."
+            f"{run_dir / 'summary.json'} reports {run.report!r} but has no {run.report!r} metrics."
         )
     return run
 
@@ -224,13 +224,18 @@ def _teachers(recipe: Mapping) -> list[Mapping]:
 
 
 def _teacher_hub_id(teacher: Mapping) -> str | None:
-    """The Hub model id the teacher's weights came from; None for local checkpoints and untagged names."""
+    """The Hub model id the teacher's weights came from; None for local checkpoints.
+
+    ``checkpoint: hf-hub:<id>[@rev]`` (or such a name) gives ``<id>``; ``checkpoint: timm`` gives the Hub id
+    of timm's pretrained weights for the name (``resnet34.tv_in1k`` -> ``timm/resnet34.tv_in1k``).
+    """
     name, checkpoint = teacher["name"], teacher.get("checkpoint")
-    source = checkpoint if checkpoint is not None else name
-    if source.startswith("hf-hub:"):
-        return source.removeprefix("hf-hub:").split("@")[0]
-    if checkpoint is None and split_model_name_tag(name)[1] and timm.is_model(name):
-        return get_pretrained_cfg(name).hf_hub_id  # e.g. resnet34.tv_in1k -> timm/resnet34.tv_in1k
+    for source in (checkpoint, name):
+        if isinstance(source, str) and source.startswith("hf-hub:"):
+            return source.removeprefix("hf-hub:").split("@")[0]
+    if checkpoint == "timm" and timm.is_model(name):
+        pretrained_cfg = get_pretrained_cfg(name)
+        return pretrained_cfg.hf_hub_id if pretrained_cfg else None
     return None
 
 
@@ -294,14 +299,10 @@ def _teacher_text(recipe: Mapping) -> str:
 
 def _title(runs: Sequence[RunRecord], config: Mapping) -> str:
     recipe = runs[0].recipe
-    student, method, architecture = (
-        _lookup(recipe, "student.name"),
-        _lookup(recipe, "distill.method"),
-        config["architecture"],
-    )
-    stored_as = (
-        "" if architecture == student else f" It is stored as timm's `{architecture}` with its `model_args`."
-    )
+    student = _lookup(recipe, "student.name")
+    method = _lookup(recipe, "distill.method")
+    architecture = config["architecture"]
+    stored_as = "" if architecture == student else f" Stored as timm's `{architecture}` plus `model_args`."
     return (
         f"# {_teacher_text(recipe)} → `{student}` ({method})\n\n"
         f"A `{student}` student distilled from {_teacher_text(recipe)} with **{method}** using vitkd, "
@@ -317,8 +318,11 @@ def _results_section(runs: Sequence[RunRecord]) -> str:
         "|---|---|",
         f"| top-1 accuracy (%) | {_mean_std(top1, 2)} |",
         f"| top-5 accuracy (%) | {_mean_std(_metric(runs, 'top5'), 2)} |",
-        f"| expected calibration error | {_mean_std(_metric(runs, 'ece'), 4)} |",
+        f"| expected calibration error (%) | {_mean_std(_metric(runs, 'ece'), 2)} |",
     ]
+    teacher_top1 = _lookup(runs[0].summary, "teacher.top1")
+    if teacher_top1 is not None:
+        rows.append(f"| teacher top-1 accuracy (%) | {teacher_top1:.2f} |")
     published = _lookup(runs[0].recipe, "paper.published_top1")
     if published is not None:
         paper = ", ".join(
@@ -350,8 +354,8 @@ def _training_section(runs: Sequence[RunRecord]) -> str:
         f"- Teacher: `{t['name']}`" + (f" (weights: `{t['checkpoint']}`)" if t.get("checkpoint") else "")
         for t in _teachers(recipe)
     ] or ["- Teacher: none"]
-    if run_info.get("teacher_sha256"):
-        teacher_lines.append(f"- Teacher weights SHA-256: `{run_info['teacher_sha256']}`")
+    hashes = run_info.get("teacher_sha256") or {}  # {teacher name: SHA-256 of its local checkpoint or None}
+    teacher_lines += [f"- SHA-256 of `{name}`'s checkpoint: `{sha}`" for name, sha in hashes.items() if sha]
     lines = [
         "## Distillation",
         "",

@@ -386,6 +386,10 @@ def _validate(recipe: Recipe) -> None:
         raise RecipeError("train.checkpoint_every must be >= 0 (0 = only at the end)")
     if recipe.distill.warmup_epochs < 0:
         raise RecipeError("distill.warmup_epochs must be >= 0")
+    for teacher in recipe.teachers:
+        if teacher.ignore:
+            raise RecipeError(f"teacher {teacher.name!r} has 'ignore' {teacher.ignore}: a teacher's checkpoint must "
+                              "match it completely (its head makes the soft labels); remove 'ignore'")
     _validate_method(recipe)
     if recipe.hub.push and not recipe.hub.repo_id:
         raise RecipeError("hub.push is true but hub.repo_id is empty: set hub.repo_id: owner/name")

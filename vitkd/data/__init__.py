@@ -8,7 +8,14 @@ Typical use::
 
 from vitkd.data.config import DataConfig, DataInfo
 from vitkd.data.hub import DatasetUnavailableError
-from vitkd.data.loaders import build_loaders
+from vitkd.data.loaders import build_eval_loader, build_loaders
 from vitkd.data.sources import load_dataset
 
-__all__ = ["DataConfig", "DataInfo", "DatasetUnavailableError", "build_loaders", "load_dataset"]
+__all__ = [
+    "DataConfig",
+    "DataInfo",
+    "DatasetUnavailableError",
+    "build_eval_loader",
+    "build_loaders",
+    "load_dataset",
+]

@@ -30,7 +30,16 @@ from vitkd.data.hub import DatasetUnavailableError, load_hub_dataset
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
 FASHION_MNIST_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
 )
 DIGITS_TEST_SIZE = 360
 # Bump when the converted layout changes, so stale caches are not reused.
@@ -57,13 +66,24 @@ def read_idx_ubyte(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
+def _pgm_bytes(image: np.ndarray) -> bytes:
+    """Binary PGM (netpbm P5) file of a uint8 [H, W] grayscale image.
+
+    Lossless and read by PIL like PNG, but written with no compression step: encoding Fashion-MNIST's
+    70 000 images takes well under a second instead of the ~10 s PNG would (datasets' default for arrays).
+    """
+    height, width = image.shape
+    return b"P5 %d %d 255\n" % (width, height) + image.tobytes()
+
+
 def _image_label_dataset(images: np.ndarray, labels: np.ndarray, class_names: list[str]) -> datasets.Dataset:
-    """Dataset with an ``image`` (PNG-encoded ``Image``) and a ``label`` (``ClassLabel``) column.
+    """Dataset with an ``image`` (``Image``, PGM-encoded) and a ``label`` (``ClassLabel``) column.
 
     ``images``: uint8 [N, H, W] grayscale; ``labels``: ints in [0, len(class_names)).
     """
     features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=class_names)})
-    return datasets.Dataset.from_dict({"image": list(images), "label": labels.tolist()}, features=features)
+    encoded = [{"bytes": _pgm_bytes(image), "path": None} for image in images]
+    return datasets.Dataset.from_dict({"image": encoded, "label": labels.tolist()}, features=features)
 
 
 def _fashion_mnist_from_idx(root: Path) -> datasets.DatasetDict:
@@ -79,7 +99,9 @@ def _digits() -> datasets.DatasetDict:
     try:
         from sklearn.datasets import load_digits
     except ImportError as exc:
-        raise ImportError("The builtin dataset 'digits' needs scikit-learn: pip install scikit-learn") from exc
+        raise ImportError(
+            "The builtin dataset 'digits' needs scikit-learn: pip install scikit-learn"
+        ) from exc
     digits = load_digits()
     images = np.round(digits.images * (255 / 16)).astype(np.uint8)
     full = _image_label_dataset(images, digits.target, [str(c) for c in digits.target_names])
@@ -87,7 +109,9 @@ def _digits() -> datasets.DatasetDict:
     return datasets.DatasetDict({"train": parts["train"], "test": parts["test"], "all": full})
 
 
-def _cached(name: str, build: Callable[[], datasets.DatasetDict], cache_dir: str | Path | None) -> datasets.DatasetDict:
+def _cached(
+    name: str, build: Callable[[], datasets.DatasetDict], cache_dir: str | Path | None
+) -> datasets.DatasetDict:
     """``build()`` saved once under the cache dir (atomically), then loaded from there."""
     root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     target = root / f"{name}-v{FORMAT_VERSION}"
@@ -107,7 +131,11 @@ def _cached(name: str, build: Callable[[], datasets.DatasetDict], cache_dir: str
 
 
 def _fashion_mnist(cache_dir: str | Path | None) -> datasets.DatasetDict:
-    files = [FASHION_MNIST_DIR / f"{p}-{k}-ubyte.gz" for p in ("train", "t10k") for k in ("images-idx3", "labels-idx1")]
+    files = [
+        FASHION_MNIST_DIR / f"{p}-{k}-ubyte.gz"
+        for p in ("train", "t10k")
+        for k in ("images-idx3", "labels-idx1")
+    ]
     if all(f.is_file() for f in files):
         return _cached("fashion_mnist", lambda: _fashion_mnist_from_idx(FASHION_MNIST_DIR), cache_dir)
     try:

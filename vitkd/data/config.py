@@ -1,4 +1,4 @@
-"""The recipe's ``data:`` section (:class:`DataConfig`) and what a built dataset reports (:class:`DataInfo`)."""
+"""The recipe's ``data:`` section (:class:`DataConfig`) and what built loaders report (:class:`DataInfo`)."""
 
 from __future__ import annotations
 

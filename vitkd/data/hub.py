@@ -45,15 +45,21 @@ def hub_offline_mode(offline: bool) -> Iterator[None]:
     Those module-level flags are the only switch both libraries consult, so this is process-global state
     (not thread-safe); it is held only for the duration of one load.
     """
-    saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE,
-             huggingface_hub.constants.HF_HUB_OFFLINE)
+    saved = (
+        datasets.config.HF_HUB_OFFLINE,
+        datasets.config.HF_DATASETS_OFFLINE,
+        huggingface_hub.constants.HF_HUB_OFFLINE,
+    )
     datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = offline
     huggingface_hub.constants.HF_HUB_OFFLINE = offline
     try:
         yield
     finally:
-        (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE,
-         huggingface_hub.constants.HF_HUB_OFFLINE) = saved
+        (
+            datasets.config.HF_HUB_OFFLINE,
+            datasets.config.HF_DATASETS_OFFLINE,
+            huggingface_hub.constants.HF_HUB_OFFLINE,
+        ) = saved
 
 
 def hub_reachable(timeout_s: float = PROBE_TIMEOUT_S) -> bool:
@@ -79,17 +85,20 @@ def load_hub_dataset(repo_id: str) -> datasets.DatasetDict:
     if offline_requested():
         reason = "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set)"
     elif not hub_reachable():
-        reason = (f"the Hub ({datasets.config.HF_ENDPOINT}) is unreachable from this machine, so vitkd "
-                  "used offline mode (as HF_HUB_OFFLINE=1 would)")
+        reason = (
+            f"the Hub ({datasets.config.HF_ENDPOINT}) is unreachable from this machine, so vitkd "
+            "used offline mode (as HF_HUB_OFFLINE=1 would)"
+        )
     else:
         reason = None
     try:
         with hub_offline_mode(reason is not None):
             return datasets.load_dataset(repo_id)
     except (ConnectionError, FileNotFoundError) as exc:
-        where = f"it is not in the local 🤗 datasets cache ({datasets.config.HF_DATASETS_CACHE}) and {reason}"
+        cache = datasets.config.HF_DATASETS_CACHE
+        detail = f"it is not in the local 🤗 datasets cache ({cache}) and {reason}" if reason else str(exc)
         raise DatasetUnavailableError(
-            f"Cannot load dataset {repo_id!r}: {where if reason else exc}. To make it available, "
+            f"Cannot load dataset {repo_id!r}: {detail}. To make it available, "
             f"run `datasets.load_dataset({repo_id!r})` once on a machine with internet access and the same "
             "HF_DATASETS_CACHE (with HF_HUB_OFFLINE unset), or pass a local folder as the source "
             "(a save_to_disk folder, an image folder with class sub-folders, or parquet files)."

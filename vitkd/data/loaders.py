@@ -12,6 +12,8 @@ them per process.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import datasets
 import numpy as np
 import torch
@@ -44,7 +46,9 @@ def collate(samples: list[dict]) -> tuple[Images, torch.Tensor]:
     return (tuple(images) if isinstance(images, list) else images), batch["label"]
 
 
-def _labelled_split(cfg: DataConfig, splits: datasets.DatasetDict, requested: str) -> tuple[str, datasets.Dataset]:
+def _labelled_split(
+    cfg: DataConfig, splits: datasets.DatasetDict, requested: str
+) -> tuple[str, datasets.Dataset]:
     name = resolve_split(splits, requested, cfg.source)
     ds = standardise(splits, name, image_column=cfg.image_column, label_column=cfg.label_column)
     return name, require_labels(ds, name, cfg.source)
@@ -66,12 +70,23 @@ def _eval_split(cfg: DataConfig, splits: datasets.DatasetDict) -> tuple[str, dat
 
 
 def stratified_fraction(ds: datasets.Dataset, fraction: float, seed: int) -> datasets.Dataset:
-    """A seeded subset holding ``fraction`` of ``ds`` with (nearly) the same class proportions."""
+    """Seeded subset of ``fraction`` of ``ds``, class proportions (nearly) kept, in dataset order.
+
+    The stratified draw (datasets' ``train_test_split``) runs on an in-memory table of row numbers and
+    labels: on the dataset itself it would write index files next to the data, even with
+    ``keep_in_memory`` (which it then rejects), and the data folder may be read-only.
+    """
+    rows = datasets.Dataset.from_dict(
+        {"row": np.arange(len(ds)), "label": ds.with_format("arrow")["label"].to_numpy()},
+        features=datasets.Features({"row": datasets.Value("int64"), "label": ds.features["label"]}),
+    )
     try:
-        parts = ds.train_test_split(train_size=fraction, stratify_by_column="label", seed=seed, keep_in_memory=True)
+        kept = rows.train_test_split(train_size=fraction, stratify_by_column="label", seed=seed)["train"]
     except ValueError as exc:
-        raise ValueError(f"data.train_fraction={fraction} cannot split {len(ds)} samples by class: {exc}") from exc
-    return parts["train"]
+        raise ValueError(
+            f"data.train_fraction={fraction} cannot split {len(ds)} samples by class: {exc}"
+        ) from exc
+    return ds.select(np.sort(kept.with_format("numpy")["row"]), keep_in_memory=True)
 
 
 def fixed_subset(ds: datasets.Dataset, size: int) -> datasets.Dataset:
@@ -80,14 +95,56 @@ def fixed_subset(ds: datasets.Dataset, size: int) -> datasets.Dataset:
     return ds.select(keep, keep_in_memory=True)
 
 
-def _check_batch_sizes(batch_size: int, eval_batch_size: int) -> None:
-    if batch_size < 2:
-        raise ValueError(
-            f"batch_size must be >= 2, got {batch_size}: training drops the last incomplete batch and the "
-            "distillation losses use per-class statistics over the batch"
-        )
+def _check_eval_batch_size(eval_batch_size: int) -> None:
     if eval_batch_size < 1:
         raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
+
+
+def _loader(
+    ds: datasets.Dataset, transform: Callable, cfg: DataConfig, *, train: bool, batch_size: int, seed: int
+) -> DataLoader:
+    """DataLoader over ``ds`` with ``transform``; training shuffles and drops the last incomplete batch.
+
+    Each loader gets its own generator seeded with ``seed``: it orders the training samples and seeds
+    the workers, and it keeps iterating an eval loader from consuming the global RNG.
+    """
+    return DataLoader(
+        ds.with_transform(transform),
+        batch_size=batch_size,
+        shuffle=train,
+        drop_last=train,
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
+        pin_memory=cfg.pin_memory,
+        collate_fn=collate,
+    )
+
+
+def _data_info(cfg: DataConfig, class_names: list[str]) -> DataInfo:
+    return DataInfo(
+        num_classes=len(class_names),
+        class_names=list(class_names),
+        image_size=cfg.effective_image_size,
+        in_chans=cfg.in_chans,
+        mean=cfg.effective_mean,
+        std=cfg.effective_std,
+    )
+
+
+def _capped_eval_split(cfg: DataConfig, splits: datasets.DatasetDict) -> tuple[str, datasets.Dataset]:
+    name, evaluation = _eval_split(cfg, splits)
+    if cfg.max_eval_samples is not None and cfg.max_eval_samples < len(evaluation):
+        evaluation = fixed_subset(evaluation, cfg.max_eval_samples)
+    return name, evaluation
+
+
+def build_eval_loader(cfg: DataConfig, *, batch_size: int, seed: int = 0) -> tuple[DataLoader, DataInfo]:
+    """The evaluation half of :func:`build_loaders` alone (same split, subset, transform and batches)."""
+    _check_eval_batch_size(batch_size)
+    _, evaluation = _capped_eval_split(cfg, open_source(cfg.source, cache_dir=cfg.cache_dir))
+    loader = _loader(evaluation, build_transforms(cfg)[1], cfg, train=False, batch_size=batch_size, seed=seed)
+    return loader, _data_info(cfg, evaluation.features["label"].names)
 
 
 def build_loaders(
@@ -101,14 +158,21 @@ def build_loaders(
 
     Train: shuffled by a generator seeded with ``seed``, ``drop_last=True``, batches
     ``(images float32 [B, C, H, W], labels int64 [B])`` or ``((weak, strong), labels)`` with
-    ``cfg.two_view``. Eval: dataset order, ``drop_last=False``, batch size ``eval_batch_size``
-    (default ``batch_size``). Raises ValueError when the training split holds less than one batch.
+    ``cfg.two_view``. Eval: ``cfg.eval_split`` or the first labelled one of validation/valid/val/…/test,
+    at most ``cfg.max_eval_samples`` of it, in dataset order, ``drop_last=False``, batch size
+    ``eval_batch_size`` (default ``batch_size``). Raises ValueError when the training split holds less
+    than one batch.
     """
     eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
-    _check_batch_sizes(batch_size, eval_batch_size)
+    if batch_size < 2:
+        raise ValueError(
+            f"batch_size must be >= 2, got {batch_size}: training drops the last incomplete batch and the "
+            "distillation losses use per-class statistics over the batch"
+        )
+    _check_eval_batch_size(eval_batch_size)
     splits = open_source(cfg.source, cache_dir=cfg.cache_dir)
     train_name, train = _labelled_split(cfg, splits, cfg.train_split)
-    eval_name, evaluation = _eval_split(cfg, splits)
+    eval_name, evaluation = _capped_eval_split(cfg, splits)
     class_names = train.features["label"].names
     if evaluation.features["label"].names != class_names:
         raise ValueError(
@@ -117,36 +181,13 @@ def build_loaders(
         )
     if cfg.train_fraction < 1.0:
         train = stratified_fraction(train, cfg.train_fraction, seed)
-    if cfg.max_eval_samples is not None and cfg.max_eval_samples < len(evaluation):
-        evaluation = fixed_subset(evaluation, cfg.max_eval_samples)
     if len(train) < batch_size:
         raise ValueError(
-            f"The training split {train_name!r} has {len(train)} samples (train_fraction={cfg.train_fraction}), "
-            f"fewer than one batch of batch_size={batch_size}; lower the batch size or use more data"
+            f"The training split {train_name!r} has {len(train)} samples "
+            f"(train_fraction={cfg.train_fraction}), fewer than one batch of batch_size={batch_size}; "
+            "lower the batch size or use more data"
         )
-
     train_transform, eval_transform = build_transforms(cfg)
-    common = {
-        "num_workers": cfg.num_workers,
-        "persistent_workers": cfg.persistent_workers and cfg.num_workers > 0,
-        "pin_memory": cfg.pin_memory,
-        "collate_fn": collate,
-    }
-    train_loader = DataLoader(
-        train.with_transform(train_transform), batch_size=batch_size, shuffle=True, drop_last=True,
-        generator=torch.Generator().manual_seed(seed), **common,
-    )
-    # Its own generator keeps iterating this loader from consuming the global RNG (worker base seeds).
-    eval_loader = DataLoader(
-        evaluation.with_transform(eval_transform), batch_size=eval_batch_size, shuffle=False, drop_last=False,
-        generator=torch.Generator().manual_seed(seed), **common,
-    )
-    info = DataInfo(
-        num_classes=len(class_names),
-        class_names=list(class_names),
-        image_size=cfg.effective_image_size,
-        in_chans=cfg.in_chans,
-        mean=cfg.effective_mean,
-        std=cfg.effective_std,
-    )
-    return train_loader, eval_loader, info
+    train_loader = _loader(train, train_transform, cfg, train=True, batch_size=batch_size, seed=seed)
+    eval_loader = _loader(evaluation, eval_transform, cfg, train=False, batch_size=eval_batch_size, seed=seed)
+    return train_loader, eval_loader, _data_info(cfg, class_names)

@@ -50,7 +50,9 @@ def open_source(source: str, *, cache_dir: str | None = None) -> datasets.Datase
     if contains_wildcards(source):
         files = sorted(Path(p) for p in glob.glob(str(path), recursive=True))
         if not files or any(f.suffix != ".parquet" for f in files):
-            raise ValueError(f"data.source glob {source!r} must match parquet files only; it matched {files[:5]}")
+            raise ValueError(
+                f"data.source glob {source!r} must match parquet files only; it matched {files[:5]}"
+            )
         return _open_parquet_files(files, cache_dir)
     if path.exists() or source.startswith((".", "/", "~")):
         raise ValueError(
@@ -66,10 +68,9 @@ def _open_directory(path: Path, cache_dir: str | None) -> datasets.DatasetDict:
         if isinstance(loaded, datasets.Dataset):
             return datasets.DatasetDict({str(loaded.split or "train"): loaded})
         return loaded
-    files = [f for f in path.rglob("*") if f.is_file()]
-    if any(f.suffix == ".parquet" for f in files):
+    if next(path.rglob("*.parquet"), None) is not None:
         return datasets.load_dataset("parquet", data_dir=str(path), cache_dir=cache_dir)
-    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in files):
+    if any(f.suffix.lower() in IMAGE_SUFFIXES for f in path.rglob("*")):
         return datasets.load_dataset("imagefolder", data_dir=str(path), cache_dir=cache_dir)
     raise ValueError(
         f"data.source folder {str(path)!r} holds no dataset: expected dataset_dict.json/state.json "
@@ -78,7 +79,7 @@ def _open_directory(path: Path, cache_dir: str | None) -> datasets.DatasetDict:
 
 
 def _split_of_file(path: Path) -> str:
-    """Split named by a parquet file's stem or folder (``test-00000.parquet``, ``val/x.parquet``), else train."""
+    """Split named by a parquet file's stem or folder (``test-0.parquet``, ``val/x.parquet``), else train."""
     words = set(re.split(r"[-._ 0-9]+", path.stem.lower())) | {path.parent.name.lower()}
     for split, keywords in SPLIT_KEYWORDS.items():
         if words.intersection(keywords):
@@ -119,14 +120,18 @@ def _pick(candidates: list[str], preferred: tuple[str, ...]) -> str | None:
 def _image_column(features: datasets.Features, requested: str | None) -> str:
     if requested is not None:
         if not isinstance(features.get(requested), datasets.Image):
-            raise ValueError(f"data.image_column {requested!r} is not an Image column; columns: "
-                             f"{_column_listing(features)}")
+            raise ValueError(
+                f"data.image_column {requested!r} is not an Image column; columns: "
+                f"{_column_listing(features)}"
+            )
         return requested
     candidates = [name for name, f in features.items() if isinstance(f, datasets.Image)]
     chosen = _pick(candidates, PREFERRED_IMAGE_COLUMNS)
     if chosen is None:
-        raise ValueError(f"Cannot tell which column holds the images ({'none' if not candidates else 'several'}"
-                         f" is an Image feature); set data.image_column. Columns: {_column_listing(features)}")
+        raise ValueError(
+            f"Cannot tell which column holds the images ({'none' if not candidates else 'several'}"
+            f" is an Image feature); set data.image_column. Columns: {_column_listing(features)}"
+        )
     return chosen
 
 
@@ -136,24 +141,31 @@ def _is_integer(feature: object) -> bool:
 
 def _label_column(features: datasets.Features, requested: str | None) -> str:
     if requested is not None:
-        if not (isinstance(features.get(requested), datasets.ClassLabel) or _is_integer(features.get(requested))):
-            raise ValueError(f"data.label_column {requested!r} is not a ClassLabel or integer column; columns: "
-                             f"{_column_listing(features)}")
+        if not (
+            isinstance(features.get(requested), datasets.ClassLabel) or _is_integer(features.get(requested))
+        ):
+            raise ValueError(
+                f"data.label_column {requested!r} is not a ClassLabel or integer column; columns: "
+                f"{_column_listing(features)}"
+            )
         return requested
     class_labels = [name for name, f in features.items() if isinstance(f, datasets.ClassLabel)]
     candidates = class_labels or [name for name, f in features.items() if _is_integer(f)]
     chosen = _pick(candidates, PREFERRED_LABEL_COLUMNS)
     if chosen is None:
         found = f"several candidates {candidates}" if candidates else "no ClassLabel or integer column"
-        raise ValueError(f"Cannot tell which column holds the labels ({found}); set data.label_column. "
-                         f"Columns: {_column_listing(features)}")
+        raise ValueError(
+            f"Cannot tell which column holds the labels ({found}); set data.label_column. "
+            f"Columns: {_column_listing(features)}"
+        )
     return chosen
 
 
 def _class_label_for_integers(splits: datasets.DatasetDict, column: str) -> datasets.ClassLabel:
-    """ClassLabel named "0".."K-1" with K = 1 + the largest label in any split."""
-    largest = max(pc.max(ds.with_format("arrow")[column]).as_py() or 0 for ds in splits.values())
-    return datasets.ClassLabel(names=[str(k) for k in range(largest + 1)])
+    """ClassLabel named "0".."K-1" with K = 1 + the largest label in any split (at least one class)."""
+    maxima = [pc.max(ds.with_format("arrow")[column]).as_py() for ds in splits.values()]
+    largest = max((m for m in maxima if m is not None), default=0)
+    return datasets.ClassLabel(names=[str(k) for k in range(max(largest, 0) + 1)])
 
 
 def standardise(

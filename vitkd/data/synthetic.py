@@ -9,7 +9,9 @@ import numpy as np
 from PIL import Image
 
 
-def random_images(num_classes: int, per_class: int, size: int, *, seed: int = 0, channels: int = 3) -> np.ndarray:
+def random_images(
+    num_classes: int, per_class: int, size: int, *, seed: int = 0, channels: int = 3
+) -> np.ndarray:
     """uint8 noise [num_classes · per_class, size, size, channels] (channels 3) or [N, size, size] (1)."""
     shape = (num_classes * per_class, size, size) + ((channels,) if channels == 3 else ())
     return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
@@ -22,8 +24,10 @@ def class_names(num_classes: int) -> list[str]:
 def random_image_dataset(
     num_classes: int, per_class: int, size: int, *, seed: int = 0, channels: int = 3
 ) -> datasets.Dataset:
-    """Dataset with ``image`` (Image) and ``label`` (ClassLabel ``class_0``…), classes in blocks of ``per_class``."""
-    features = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=class_names(num_classes))})
+    """Dataset with ``image`` (Image) and ``label`` (ClassLabel ``class_0``…), classes in blocks."""
+    features = datasets.Features(
+        {"image": datasets.Image(), "label": datasets.ClassLabel(names=class_names(num_classes))}
+    )
     images = random_images(num_classes, per_class, size, seed=seed, channels=channels)
     labels = np.repeat(np.arange(num_classes), per_class)
     return datasets.Dataset.from_dict({"image": list(images), "label": labels.tolist()}, features=features)
@@ -39,7 +43,7 @@ def write_image_folder(
     seed: int = 0,
     suffix: str = ".png",
 ) -> Path:
-    """Write ``root/<split>/<class_k>/<i><suffix>`` noise images (each split its own draw); return ``root``."""
+    """Write noise images as ``root/<split>/<class_k>/<i><suffix>``, a new draw per split; return root."""
     root = Path(root)
     for offset, split in enumerate(splits):
         images = random_images(num_classes, per_class, size, seed=seed + offset)

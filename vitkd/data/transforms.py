@@ -52,7 +52,7 @@ class Cutout(torch.nn.Module):
         top = int(torch.randint(height, ())) - side // 2
         left = int(torch.randint(width, ())) - side // 2
         out = image.clone()
-        out[..., max(top, 0):top + side, max(left, 0):left + side] = 0  # slicing clips the far edges
+        out[..., max(top, 0) : top + side, max(left, 0) : left + side] = 0  # slicing clips the far edges
         return out
 
 
@@ -106,7 +106,7 @@ def _timm_transform(cfg: DataConfig, *, is_training: bool) -> Any:
 def train_stages(cfg: DataConfig) -> TrainStages:
     """The preset's training pipeline (the weak view in two-view mode)."""
     if cfg.transform == "imagenet":
-        crop_and_flip, _no_colour_ops, to_tensor = _timm_transform(cfg, is_training=True)
+        crop_and_flip, _empty_colour_stage, to_tensor = _timm_transform(cfg, is_training=True)
         return TrainStages([crop_and_flip], [to_tensor])
     size = cfg.effective_image_size
     augment = _resize_to(size)
@@ -160,4 +160,5 @@ class ImageLabelTransform:
 
 def build_transforms(cfg: DataConfig) -> tuple[ImageLabelTransform, ImageLabelTransform]:
     """(train, eval) batched transforms for ``Dataset.with_transform``."""
-    return ImageLabelTransform(train_views(cfg), cfg.in_chans), ImageLabelTransform((eval_pipeline(cfg),), cfg.in_chans)
+    train = ImageLabelTransform(train_views(cfg), cfg.in_chans)
+    return train, ImageLabelTransform((eval_pipeline(cfg),), cfg.in_chans)

@@ -36,7 +36,7 @@ def build_teacher(cfgs: list[ModelConfig], info: DataInfo) -> nn.Module | None:
 
     teachers = [
         create_teacher(c.name, num_classes=info.num_classes, in_chans=info.in_chans, checkpoint=c.checkpoint,
-                       ignore=c.ignore, **c.kwargs)
+                       **c.kwargs)
         for c in cfgs
     ]
     if not teachers:

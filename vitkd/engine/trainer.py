@@ -331,7 +331,7 @@ def _check_run_dir(run_dir: Path, resume: str | None) -> Path | None:
 
 
 def _warn_on_process_count(accelerator: Accelerator, gpus: int) -> None:
-    if accelerator.num_processes != gpus:
+    if accelerator.num_processes != gpus and accelerator.is_main_process:
         logger.warning(
             "the recipe was written for train.gpus=%d process(es) but this run has %d: the global batch and the "
             "per-process batch statistics differ from the recipe's (scale train.batch_size, or set "

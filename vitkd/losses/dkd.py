@@ -24,9 +24,9 @@ class DKDLoss(DistillationLoss):
     detached.
 
     The authors' code (which vitkd follows) multiplies both terms by T², which the paper's equation
-    omits. It forms ``p̂`` by subtracting 1000 from the target logit and ``b`` by summing
-    probabilities; here ``p̂`` drops the target column and ``b = softmax([z_y, logsumexp(z_{≠y})]/T)``,
-    which is the same quantity computed in log space, so it stays exact for logits far beyond ±1000.
+    omits. It forms ``p̂`` by subtracting 1000 from the softened target logit and ``b`` by summing
+    probabilities; here ``p̂`` drops the target column and ``b = softmax([z_y/T, logsumexp(z_{≠y}/T)])``:
+    the same quantities computed in log space, so they stay exact for logits far beyond ±1000.
     The authors' linear warm-up ``min(epoch / 20, 1)`` is applied by the training task, not here.
 
     Args:
@@ -53,7 +53,9 @@ class DKDLoss(DistillationLoss):
         target = target.long()  # gather needs int64 indices
         student_rest, teacher_rest = _non_target(student, target), _non_target(teacher, target)
         target_kl = softened_kl(
-            _target_vs_rest(student, student_rest, target), _target_vs_rest(teacher, teacher_rest, target), 1.0
+            _target_vs_rest(student, student_rest, target),
+            _target_vs_rest(teacher, teacher_rest, target),
+            1.0,
         )
         non_target_kl = softened_kl(student_rest, teacher_rest, 1.0)
         return self.temperature**2 * (self.alpha * target_kl + self.beta * non_target_kl).mean()
@@ -67,6 +69,6 @@ def _non_target(logits: Tensor, target: Tensor) -> Tensor:
 
 
 def _target_vs_rest(logits: Tensor, non_target: Tensor, target: Tensor) -> Tensor:
-    """(B, 2) logits ``[z_y, logsumexp(z_{≠y})]``, whose softmax is ``[p_y, 1 − p_y]``."""
+    """(B, 2) logits ``[z_y, logsumexp(z_{≠y})]``, whose softmax is ``[p_y, 1 − p_y]`` for p = softmax(z)."""
     target_logit = logits.gather(1, target[:, None])
     return torch.cat([target_logit, non_target.logsumexp(1, keepdim=True)], dim=1)

@@ -15,12 +15,14 @@ from vitkd.losses.validation import check_batch_statistics, check_logits, check_
 __all__ = ["LumiNetLoss", "perception"]
 
 
-def perception(logits: Tensor, eps: float = 1e-5, *, global_stats: bool = False) -> Tensor:
+def perception(
+    logits: Tensor, eps: float = 1e-5, *, global_stats: bool = False, temperature: float = 1.0
+) -> Tensor:
     """LumiNet's "perception": standardise each class column over the batch axis.
 
     ``h_ij = (z_ij − mean_j) / sqrt(var_j + eps)`` with ``mean_j``, ``var_j`` the mean and *biased*
-    variance (divide by B) of column j. Shape (B, C) -> (B, C), same dtype. Gradients flow through
-    the batch statistics. Needs B ≥ 2 (with B = 1 every h is 0).
+    variance (divide by B) of column j; returns ``h / temperature``. Shape (B, C) -> (B, C), same
+    dtype. Gradients flow through the batch statistics. Needs B ≥ 2 (with B = 1 every h is 0).
 
     Args:
         logits: (B, C) logits.
@@ -29,18 +31,22 @@ def perception(logits: Tensor, eps: float = 1e-5, *, global_stats: bool = False)
         global_stats: take mean and variance over the batches of all processes when
             ``torch.distributed`` is initialised with more than one process (see :class:`LumiNetLoss`);
             otherwise the local batch is used.
+        temperature: divisor of the result (> 0), applied inside the same fused kernel: cheaper
+            than dividing ``h`` afterwards.
     """
     check_matrix("logits", logits)
     check_batch_statistics(logits, name="logits")
     check_positive("eps", eps)
+    check_positive("temperature", temperature)
     if global_stats and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return _global_perception(logits, eps)
-    # Batch norm in training mode without running statistics or affine parameters computes exactly
-    # this (biased variance, eps inside the root) in one fused kernel with a fused backward.
-    return F.batch_norm(logits, None, None, training=True, eps=eps)
+        return _global_perception(logits, eps, temperature)
+    # Batch norm in training mode without running statistics computes exactly this (biased variance,
+    # eps inside the root) in one fused kernel with a fused backward; its affine weight takes 1/T.
+    weight = logits.new_full((logits.shape[1],), 1 / temperature)
+    return F.batch_norm(logits, None, None, weight, training=True, eps=eps)
 
 
-def _global_perception(logits: Tensor, eps: float) -> Tensor:
+def _global_perception(logits: Tensor, eps: float, temperature: float) -> Tensor:
     """:func:`perception` with statistics over the global batch, differentiably.
 
     All-reduces C-sized sums (not the B×C logits) in two passes for numerical stability: the global
@@ -53,7 +59,7 @@ def _global_perception(logits: Tensor, eps: float) -> Tensor:
     count = sums[-1]
     centred = logits - sums[:-1] / count
     variance = _all_reduce_sum(centred.square().sum(0)) / count
-    return centred * torch.rsqrt(variance + eps)
+    return centred * (torch.rsqrt(variance + eps) / temperature)
 
 
 def _all_reduce_sum(tensor: Tensor) -> Tensor:
@@ -111,7 +117,8 @@ class LumiNetLoss(DistillationLoss):
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
         check_logits(student_logits=student_logits, teacher_logits=teacher_logits)
         check_batch_statistics(student_logits)
-        student = perception(upcast(student_logits), self.eps, global_stats=self.global_stats)
+        options = {"eps": self.eps, "global_stats": self.global_stats, "temperature": self.temperature}
+        student = perception(upcast(student_logits), **options)
         with torch.no_grad():
-            teacher = perception(upcast(teacher_logits), self.eps, global_stats=self.global_stats)
-        return self.alpha**2 * softened_kl(student, teacher, self.temperature).mean()
+            teacher = perception(upcast(teacher_logits), **options)
+        return self.alpha**2 * softened_kl(student, teacher, temperature=1.0).mean()

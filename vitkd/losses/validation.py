@@ -21,11 +21,10 @@ __all__ = [
 ]
 
 
-def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value > 0`` (``>= 0`` with ``allow_zero``)."""
-    if not (value >= 0 if allow_zero else value > 0):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
+def check_positive(name: str, value: float) -> None:
+    """Raise ``ValueError`` unless ``value > 0``."""
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0, got {value!r}")
 
 
 def check_in_range(name: str, value: float, low: float, high: float) -> None:
@@ -55,15 +54,17 @@ def check_logits(**logits: Tensor) -> None:
 def check_matrix(name: str, tensor: Tensor) -> None:
     """Raise ``ValueError`` unless ``tensor`` is a non-empty (batch, classes) matrix."""
     if tensor.ndim != 2 or tensor.numel() == 0:
-        raise ValueError(f"{name} must be a non-empty (batch, classes) matrix, got shape {tuple(tensor.shape)}")
+        raise ValueError(
+            f"{name} must be a non-empty (batch, classes) matrix, got shape {tuple(tensor.shape)}"
+        )
 
 
 def _check_finite(tensors: dict[str, Tensor]) -> None:
     """Raise ``ValueError`` naming each tensor that holds NaN or ±inf.
 
-    Fast path: one float32 sum per tensor and one host sync; a sum is finite whenever the tensor is.
-    A non-finite sum can also come from overflow of huge finite values, so only then is the exact
-    element-wise test run, to confirm before raising.
+    Fast path: one float32 sum per tensor and one host sync; a NaN or inf element always makes the
+    sum non-finite, so a finite sum clears the tensor. A non-finite sum can also come from overflow of
+    huge finite values, so only then is the exact element-wise test run, to confirm before raising.
     """
     with torch.no_grad():
         sums = torch.stack([t.sum(dtype=torch.float32) for t in tensors.values()])

@@ -83,9 +83,11 @@ class CifarMobileNetV2(CifarNet):
         return self.conv2(x)
 
 
-default_cfgs = generate_default_cfgs({
-    "cifar_mobilenetv2": cifar_cfg("classifier.0", first_conv="conv1.0"),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        "cifar_mobilenetv2": cifar_cfg("classifier.0", first_conv="conv1.0"),
+    }
+)
 
 
 @register_model

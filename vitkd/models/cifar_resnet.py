@@ -35,7 +35,9 @@ class ResidualBlock(nn.Module, ABC):
         self.shortcut_name = shortcut_name
         out_chs = chs * self.expansion
         projects = stride != 1 or in_chs != out_chs
-        shortcut = nn.Sequential(*conv_bn(in_chs, out_chs, 1, stride, relu=False)) if projects else nn.Identity()
+        shortcut = (
+            nn.Sequential(*conv_bn(in_chs, out_chs, 1, stride, relu=False)) if projects else nn.Identity()
+        )
         self.add_module(shortcut_name, shortcut)
 
     @abstractmethod
@@ -127,12 +129,20 @@ class CifarResNet(CifarNet):
         return x
 
 
-def _resnet_3stage(variant: str, pretrained: bool, depth: int, widths: Sequence[int], **kwargs) -> CifarResNet:
+def _resnet_3stage(
+    variant: str, pretrained: bool, depth: int, widths: Sequence[int], **kwargs
+) -> CifarResNet:
     """Basic-block ResNet with ``depth`` = 6n + 2 layers; ``widths`` = (stem, stage 1, stage 2, stage 3)."""
     n = (depth - 2) // 6
     return build_model_with_cfg(
-        CifarResNet, variant, pretrained,
-        block=BasicBlock, depths=(n, n, n), widths=widths[1:], stem_width=widths[0], **kwargs,
+        CifarResNet,
+        variant,
+        pretrained,
+        block=BasicBlock,
+        depths=(n, n, n),
+        widths=widths[1:],
+        stem_width=widths[0],
+        **kwargs,
     )
 
 
@@ -140,22 +150,31 @@ def _resnet_4stage(
     variant: str, pretrained: bool, block: type[ResidualBlock], depths: Sequence[int], **kwargs
 ) -> CifarResNet:
     return build_model_with_cfg(
-        CifarResNet, variant, pretrained,
-        block=block, depths=depths, widths=(64, 128, 256, 512), stem_width=64,
-        classifier_name="linear", shortcut_name="shortcut", **kwargs,
+        CifarResNet,
+        variant,
+        pretrained,
+        block=block,
+        depths=depths,
+        widths=(64, 128, 256, 512),
+        stem_width=64,
+        classifier_name="linear",
+        shortcut_name="shortcut",
+        **kwargs,
     )
 
 
 _NARROW = (16, 16, 32, 64)
 _WIDE = (32, 64, 128, 256)
 
-default_cfgs = generate_default_cfgs({
-    **{f"cifar_resnet{d}": cifar_cfg("fc") for d in (8, 14, 20, 32, 44, 56, 110)},
-    "cifar_resnet8x4": cifar_cfg("fc"),
-    "cifar_resnet32x4": cifar_cfg("fc"),
-    "cifar_resnet18": cifar_cfg("linear"),
-    "cifar_resnet50": cifar_cfg("linear"),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        **{f"cifar_resnet{d}": cifar_cfg("fc") for d in (8, 14, 20, 32, 44, 56, 110)},
+        "cifar_resnet8x4": cifar_cfg("fc"),
+        "cifar_resnet32x4": cifar_cfg("fc"),
+        "cifar_resnet18": cifar_cfg("linear"),
+        "cifar_resnet50": cifar_cfg("linear"),
+    }
+)
 
 
 @register_model

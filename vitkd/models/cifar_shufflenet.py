@@ -7,8 +7,6 @@ max-pool), then run three stages ``layer1 ... layer3`` whose first block halves 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -64,8 +62,8 @@ class CifarShuffleNetV1(CifarNet):
 
     def __init__(
         self,
-        widths: Sequence[int] = (240, 480, 960),
-        depths: Sequence[int] = (4, 8, 4),
+        widths: tuple[int, int, int] = (240, 480, 960),
+        depths: tuple[int, int, int] = (4, 8, 4),
         groups: int = 3,
         *,
         in_chans: int = 3,
@@ -77,9 +75,11 @@ class CifarShuffleNetV1(CifarNet):
         self.bn1 = nn.BatchNorm2d(STEM_WIDTH)
         in_chs = STEM_WIDTH
         stages = []
-        for width, depth in zip(widths, depths, strict=True):
-            # the first block concatenates its pooled input, so it only makes width - in_chs new channels
-            blocks = [ShuffleV1Block(in_chs, width - in_chs, 2, groups, 1 if in_chs == STEM_WIDTH else groups)]
+        for i, (width, depth) in enumerate(zip(widths, depths, strict=True)):
+            # the first block concatenates its pooled input, so it only makes width - in_chs new channels;
+            # the network's very first block reads the stem output with an ungrouped 1x1 conv
+            in_groups = 1 if i == 0 else groups
+            blocks = [ShuffleV1Block(in_chs, width - in_chs, 2, groups, in_groups)]
             blocks += [ShuffleV1Block(width, width, 1, groups, groups) for _ in range(depth - 1)]
             stages.append(nn.Sequential(*blocks))
             in_chs = width
@@ -147,8 +147,8 @@ class CifarShuffleNetV2(CifarNet):
 
     def __init__(
         self,
-        widths: Sequence[int] = (116, 232, 464),
-        depths: Sequence[int] = (3, 7, 3),
+        widths: tuple[int, int, int] = (116, 232, 464),
+        depths: tuple[int, int, int] = (3, 7, 3),
         last_chs: int = 1024,
         *,
         in_chans: int = 3,
@@ -161,7 +161,11 @@ class CifarShuffleNetV2(CifarNet):
         in_chs = STEM_WIDTH
         stages = []
         for width, depth in zip(widths, depths, strict=True):
-            stages.append(nn.Sequential(ShuffleV2DownBlock(in_chs, width), *(ShuffleV2Block(width) for _ in range(depth))))
+            stages.append(
+                nn.Sequential(
+                    ShuffleV2DownBlock(in_chs, width), *(ShuffleV2Block(width) for _ in range(depth))
+                )
+            )
             in_chs = width
         self.layer1, self.layer2, self.layer3 = stages
         self.conv2 = nn.Conv2d(in_chs, last_chs, 1, bias=False)
@@ -174,10 +178,12 @@ class CifarShuffleNetV2(CifarNet):
         return F.relu(self.bn2(self.conv2(x)))
 
 
-default_cfgs = generate_default_cfgs({
-    "cifar_shufflev1": cifar_cfg("linear"),
-    "cifar_shufflev2": cifar_cfg("linear"),
-})
+default_cfgs = generate_default_cfgs(
+    {
+        "cifar_shufflev1": cifar_cfg("linear"),
+        "cifar_shufflev2": cifar_cfg("linear"),
+    }
+)
 
 
 @register_model

@@ -58,7 +58,7 @@ class CifarVGG(CifarNet):
             nn.init.zeros_(self.classifier.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        pooled_blocks = 4 if x.shape[-2] == 64 else 3
+        pooled_blocks = 4 if x.shape[-2] == 64 else 3  # the original's Tiny-ImageNet special case
         for i, name in enumerate(self.block_names):
             x = getattr(self, name)(x)
             if i < pooled_blocks:
@@ -70,9 +70,9 @@ def _vgg(variant: str, pretrained: bool, depth: int, **kwargs) -> CifarVGG:
     return build_model_with_cfg(CifarVGG, variant, pretrained, widths=VGG_WIDTHS[depth], **kwargs)
 
 
-default_cfgs = generate_default_cfgs({
-    f"cifar_vgg{d}": cifar_cfg("classifier", first_conv="block0.0") for d in VGG_WIDTHS
-})
+default_cfgs = generate_default_cfgs(
+    {f"cifar_vgg{d}": cifar_cfg("classifier", first_conv="block0.0") for d in VGG_WIDTHS}
+)
 
 
 @register_model

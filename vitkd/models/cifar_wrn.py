@@ -41,9 +41,12 @@ class WideStage(nn.Module):
 
     def __init__(self, depth: int, in_chs: int, out_chs: int, stride: int) -> None:
         super().__init__()
-        self.layer = nn.Sequential(*(
-            WideBlock(in_chs if i == 0 else out_chs, out_chs, stride if i == 0 else 1) for i in range(depth)
-        ))
+        self.layer = nn.Sequential(
+            *(
+                WideBlock(in_chs if i == 0 else out_chs, out_chs, stride if i == 0 else 1)
+                for i in range(depth)
+            )
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
@@ -53,7 +56,13 @@ class CifarWideResNet(CifarNet):
     """WRN-``depth``-``widen_factor``: ``depth`` = 6n + 4, n blocks per stage."""
 
     def __init__(
-        self, depth: int, widen_factor: int, *, in_chans: int = 3, num_classes: int = 100, global_pool: str = "avg"
+        self,
+        depth: int,
+        widen_factor: int,
+        *,
+        in_chans: int = 3,
+        num_classes: int = 100,
+        global_pool: str = "avg",
     ) -> None:
         if (depth - 4) % 6:
             raise ValueError(f"WRN depth must be 6n + 4 (16, 22, 28, 40 ...), got depth={depth}")
@@ -81,9 +90,9 @@ def _wrn(variant: str, pretrained: bool, depth: int, widen_factor: int, **kwargs
     )
 
 
-default_cfgs = generate_default_cfgs({
-    f"cifar_wrn_{d}_{k}": cifar_cfg("fc") for d, k in ((16, 1), (16, 2), (40, 1), (40, 2))
-})
+default_cfgs = generate_default_cfgs(
+    {f"cifar_wrn_{d}_{k}": cifar_cfg("fc") for d, k in ((16, 1), (16, 2), (40, 1), (40, 2))}
+)
 
 
 @register_model

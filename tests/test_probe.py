@@ -1,0 +1,121 @@
+"""Linear probe: frozen features of a tiny model on the builtin digits, a logistic-regression fit
+checked against scikit-learn, and model loading from an export folder or a bare checkpoint."""
+
+import runpy
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import timm
+import torch
+from sklearn.linear_model import LogisticRegression
+
+import vitkd  # noqa: F401  (registers vitkd's models with timm)
+from vitkd.export import export_student
+from vitkd.models import freeze
+from vitkd.probe import fit_linear, linear_probe, load_frozen_model, probe_data_config, probe_features
+
+REPO = Path(__file__).resolve().parents[1]
+SIZE = 16  # digits are 8 px: probing at 16 instead of the model's 32 keeps the test fast
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small batches gain nothing from intra-op threads, and lose a lot when the cores are busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def model():
+    """An untrained cifar_resnet8: random conv features, which a linear probe can still read digits from."""
+    torch.manual_seed(0)
+    return freeze(timm.create_model("cifar_resnet8", num_classes=100))
+
+
+@pytest.fixture(scope="module")
+def features(model, one_thread):
+    """Features and labels of digits' 1437 training and 360 evaluation images."""
+    return probe_features(model, probe_data_config(model, "digits", image_size=SIZE, num_workers=0))
+
+
+def accuracy(layer, x, y) -> float:
+    return 100.0 * (layer(x).argmax(1) == y).float().mean().item()
+
+
+def test_probe_of_random_features_reads_digits_far_above_chance(model):
+    data = probe_data_config(model, "digits", image_size=SIZE, num_workers=0)
+    result = linear_probe(model, data, max_iter=50)
+    assert (result.num_train, result.num_eval, result.num_classes, result.feature_dim) == (1437, 360, 10, 64)
+    assert result.top1 > 80.0  # chance is 10 %
+    assert result.train_top1 >= result.top1 - 5.0 and 0.0 <= result.ece <= 100.0
+
+
+def test_probe_with_shuffled_labels_stays_near_chance(features):
+    """The control: the same features and fit, but train labels that carry no information."""
+    train_x, train_y, eval_x, eval_y, _ = features
+    shuffled = train_y[torch.randperm(len(train_y), generator=torch.Generator().manual_seed(0))]
+    assert accuracy(fit_linear(train_x, shuffled, 10, max_iter=50), eval_x, eval_y) < 25.0
+    assert accuracy(fit_linear(train_x, train_y, 10, max_iter=50), eval_x, eval_y) > 80.0
+
+
+def test_fit_is_invariant_to_feature_scale(features):
+    """Features are standardised before the fit (and the scaling folded back), so rescaling feature
+    dimensions by positive constants leaves the probe's logits unchanged (up to float32 rounding, which
+    the L-BFGS iterations carry along: 4e-3 at most here, for logits of magnitude ~10)."""
+    train_x, train_y, eval_x, *_ = features
+    scale = torch.logspace(-2, 2, train_x.shape[1])
+    plain = fit_linear(train_x, train_y, 10, max_iter=30)
+    scaled = fit_linear(train_x * scale, train_y, 10, max_iter=30)
+    torch.testing.assert_close(scaled(eval_x * scale), plain(eval_x), atol=2e-2, rtol=0)
+
+
+def test_fit_matches_scikit_learn_logistic_regression():
+    """Same objective, independent solver: our mean CE + wd/2·‖W‖² is sklearn's ‖W‖²/2 + C·ΣCE
+    with C = 1/(wd·N), on standardised features with an unpenalised intercept."""
+    generator = torch.Generator().manual_seed(0)
+    centres = 2.0 * torch.randn(3, 5, generator=generator)
+    labels = torch.arange(300) % 3
+    x = centres[labels] + torch.randn(300, 5, generator=generator) * torch.tensor([1.0, 2.0, 0.5, 3.0, 1.0])
+    weight_decay = 0.05
+    ours = fit_linear(x, labels, 3, weight_decay=weight_decay, max_iter=500)
+    standardised = ((x - x.mean(0)) / x.std(0)).double().numpy()
+    reference = LogisticRegression(C=1.0 / (weight_decay * len(x)), tol=1e-10, max_iter=10_000)
+    reference.fit(standardised, labels.numpy())
+    expected = torch.from_numpy(reference.predict_proba(standardised)).float()
+    torch.testing.assert_close(ours(x).softmax(1), expected, atol=2e-4, rtol=0)
+
+
+def test_load_frozen_model_from_export_folder_and_bare_checkpoint(model, tmp_path):
+    folder = export_student(model, tmp_path / "student", architecture="cifar_resnet8", num_classes=100,
+                            mean=(0.5,) * 3, std=(0.25,) * 3, input_size=(3, 32, 32))
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    loaded = load_frozen_model(folder)
+    assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
+    torch.testing.assert_close(loaded(images), model(images))
+    assert probe_data_config(loaded, "digits").mean == (0.5,) * 3  # the export's own normalisation
+
+    weights = tmp_path / "weights.safetensors"
+    safetensors.torch.save_file(model.state_dict(), weights)
+    with pytest.raises(ValueError, match="bare checkpoint.*num_classes"):
+        load_frozen_model(weights)
+    loaded = load_frozen_model(weights, arch="cifar_resnet8", num_classes=100)
+    torch.testing.assert_close(loaded(images), model(images))
+    with pytest.raises(FileNotFoundError, match="neither an export folder"):
+        load_frozen_model(tmp_path / "nowhere")
+
+
+def test_probe_refuses_augmented_data(model):
+    with pytest.raises(ValueError, match="must not be augmented"):
+        probe_features(model, probe_data_config(model, "digits", transform="cifar"))
+
+
+def test_linear_probe_script(model, tmp_path, capsys):
+    folder = export_student(model, tmp_path / "student", architecture="cifar_resnet8", num_classes=100,
+                            mean=(0.5,) * 3, std=(0.25,) * 3, input_size=(3, SIZE, SIZE))
+    main = runpy.run_path(str(REPO / "scripts/linear_probe.py"))["main"]
+    assert main(["--model", str(folder), "--data", "digits", "--epochs", "20", "--num-workers", "0"]) == 0
+    report = capsys.readouterr().out
+    assert '"num_eval": 360' in report and '"top1":' in report
