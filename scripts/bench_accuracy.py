@@ -41,6 +41,7 @@ def describe(recipe_path: Path, overrides: list[str], seeds: list[int]) -> dict:
         "train_fraction": r.data.train_fraction, "student": r.student.name,
         "teacher": r.teachers[0].name if r.teachers else None, "epochs": r.train.epochs,
         "batch_size": r.train.batch_size, "report": r.train.report, "seeds": seeds,
+        "eval_samples": r.data.max_eval_samples,
     }
 
 

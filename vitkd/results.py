@@ -1,13 +1,14 @@
-"""Results tables from finished run folders, like the LumiNet paper's Table 1 with one row per (pair, method).
+"""Results tables from finished run folders, like the paper's Table 1 with one row per (pair, method).
 
 A run folder (layout in :mod:`vitkd.engine.run_files`) holds the fully resolved ``recipe.yaml`` and a
 ``summary.json`` with the best and last epochs' metrics and which of them is the result
-(``train.report``). Runs are grouped by experiment: first by (dataset, teacher(s), student, method), then by every other
-setting that can change the result, so runs that differ only in ``train.seed`` (and their folder)
-are averaged, while e.g. a temperature sweep gives one row per temperature, labelled with the
-settings that tell the rows apart. Each row reports the mean ± sample standard deviation over seeds
-of the top-1 (%) and ECE (%) of each run's reported epoch, the difference to KD trained under the
-same settings (the paper's Δ), and the published top-1 of the recipe's ``paper`` section beside ours.
+(``train.report``). Runs are grouped by experiment: first by (dataset, teacher(s), student, method),
+then by every other setting that can change the result, so runs that differ only in ``train.seed``
+(and their folder) are averaged, while e.g. a temperature sweep gives one row per temperature,
+labelled with the settings that tell the rows apart. Each row reports the mean ± sample standard
+deviation over seeds of the top-1 (%) and ECE (%) of each run's reported epoch, the difference to
+KD trained under the same settings (the paper's Δ), and the published top-1 of the recipe's
+``paper`` section beside ours.
 
     rows = aggregate([read_run(p) for p in find_run_dirs(["runs/cifar100/*"])])
     print(to_markdown(rows))
@@ -167,7 +168,7 @@ def read_run(path: str | Path) -> RunResult:
         raise ValueError(f"{path / SUMMARY_FILE}: 'report' must be 'best' or 'last', got {report!r}")
     metrics = summary.get(report)
     if not isinstance(metrics, Mapping) or "top1" not in metrics:
-        raise ValueError(f"{path / SUMMARY_FILE}: it reports the {report!r} epoch but holds no metrics for it")
+        raise ValueError(f"{path / SUMMARY_FILE}: it reports the {report!r} epoch but has no metrics for it")
     teacher = summary.get("teacher") or {}
     return RunResult(path, recipe, dict(metrics), teacher.get("top1"))
 

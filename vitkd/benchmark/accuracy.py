@@ -178,11 +178,12 @@ def _signed(value: float | None) -> str:
 def report_markdown(table: str, setting: Mapping, teacher: Mapping, machine: Mapping, wall_s: float) -> str:
     """The accuracy report: setting, teacher, machine, wall time, then ``table``."""
     seeds = setting["seeds"]
+    evaluation = "full test set" if setting["eval_samples"] is None else f"{setting['eval_samples']} test images"
     return (
         f"## Accuracy: {setting['teacher']} → {setting['student']} on {setting['data']}\n\n"
         f"{setting['train_fraction']:.0%} of the training set, {setting['image_size']} px, "
         f"{setting['in_chans']} channel(s), {setting['epochs']} epochs, batch {setting['batch_size']}; "
-        f"full test set; {setting['report']} epoch reported; seeds {', '.join(map(str, seeds))}.\n"
+        f"{evaluation}; {setting['report']} epoch reported; seeds {', '.join(map(str, seeds))}.\n"
         f"Teacher: top-1 {teacher['top1']:.2f} %, ECE {teacher['ece']:.2f} %.\n"
         f"Machine: {machine['nproc']} × {machine['cpu_model']}, torch {machine['torch']}, "
         f"load average at the end {machine['load_average'][1]:.2f} (5 min). "
