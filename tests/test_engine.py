@@ -117,3 +117,11 @@ def test_two_processes_train_evaluate_once_and_write_one_checkpoint(tmp_path, te
     info = json.loads((run / "run_info.json").read_text())
     assert info["hardware"]["num_processes"] == 2 and info["hardware"]["global_batch"] == 32
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_bf16_autocast_on_cpu_trains_with_finite_float32_losses(tmp_path, teacher_file):
+    recipe = make_recipe(tmp_path / "bf16", teacher_file, epochs=1, max_steps=6, log_every=2, mixed_precision="bf16")
+    summary = train(recipe)
+    assert summary["last"]["samples"] == 100
+    record = json.loads((tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert all(isinstance(record[k], float) and record[k] == record[k] for k in ("train_loss", "train_kd", "nll"))

@@ -10,7 +10,7 @@ from vitkd.engine.metrics import ECE_BINS, per_sample_stats, summarise
 def reference(logits, targets, bins=ECE_BINS):
     probs = torch.softmax(logits.double(), -1).tolist()
     rows = []
-    for p, y in zip(probs, targets.tolist()):
+    for p, y in zip(probs, targets.tolist(), strict=True):
         order = sorted(range(len(p)), key=lambda c: -p[c])
         rows.append((order[0] == y, y in order[:5], -math.log(p[y]), p[order[0]]))
     n = len(rows)

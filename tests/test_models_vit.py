@@ -16,14 +16,7 @@ import torch
 from vitkd.models import VIT_MODELS, export_spec
 from vitkd.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch-2 forwards of small nets gain nothing from intra-op threads, and lose a lot when cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("name", VIT_MODELS)

@@ -28,13 +28,7 @@ ONE_PER_FAMILY = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch-2 forwards of small nets gain nothing from intra-op threads, and lose a lot when cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @functools.cache

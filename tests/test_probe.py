@@ -19,13 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 SIZE = 16  # digits are 8 px: probing at 16 instead of the model's 32 keeps the test fast
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small batches gain nothing from intra-op threads, and lose a lot when the cores are busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -166,6 +166,7 @@ class _Loop:
 
     def run(self) -> dict:
         state = self.state
+        running = _Running()
         while state.epoch < self.cfg.epochs and not self._hit_max_steps():
             running = self._train_epoch()
             if state.batches_done < len(self.train_loader):  # stopped by max_steps mid-epoch
@@ -177,8 +178,8 @@ class _Loop:
                 self._evaluate_and_log(running)
             if self.cfg.checkpoint_every and state.epoch % self.cfg.checkpoint_every == 0:
                 self._checkpoint()
-        if not self.last:  # no evaluation yet (e.g. max_steps inside the first epoch)
-            self._evaluate_and_log(_Running())
+        if self.last.get("step") != state.global_step:  # final weights not evaluated yet (max_steps, resume)
+            self._evaluate_and_log(running)
         self._checkpoint()
         export_run_student(self.accelerator, self.student, self.recipe, self.info, self.run_dir / "student")
         return self._summary()

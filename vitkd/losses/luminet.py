@@ -98,7 +98,8 @@ class LumiNetLoss(DistillationLoss):
             recipe does the same maths on 1 or N processes. Each process still returns the mean over
             its own samples; with equal per-process batches (``drop_last=True``), DDP's gradient
             averaging then yields exactly the parameter gradients of one process on the whole batch.
-            Without torch.distributed (or with one process) it equals the local computation.
+            Every process must call the loss at every step (it runs collectives). Without
+            torch.distributed (or with one process) it equals the local computation.
     """
 
     uses_batch_statistics = True
