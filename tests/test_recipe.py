@@ -114,6 +114,7 @@ def raw(**changes):
         ({"train__report": "final"}, "best"),
         ({"train__epochs": 0}, "train.epochs must be >= 1"),
         ({"hub__push": True}, "hub.repo_id"),
+        ({"distill__heads": "split"}, "no distillation head"),
         ({"data__transform": "cifarr"}, "transform"),
     ],
 )

@@ -165,7 +165,7 @@ def test_one_training_step(path):
             cfg = get_pretrained_cfg(t.name)
             assert cfg is not None and cfg.has_weights and cfg.num_classes == num_classes, t.name
     student_cfg = dataclasses.replace(r.student, checkpoint=None)  # no weights: nothing to download
-    student = build_student(student_cfg, _data_info(num_classes, r.data.in_chans), heads=r.distill.heads)
+    student = build_student(student_cfg, _data_info(num_classes, r.data.in_chans))
     teachers = json.dumps([(t.name, t.kwargs) for t in r.teachers])
     teacher = _teacher(teachers, num_classes, r.data.in_chans) if r.teachers else None
     criterion = build_criterion(r.distill)

@@ -391,6 +391,9 @@ def _validate(recipe: Recipe) -> None:
             raise RecipeError(f"teacher {teacher.name!r} has 'ignore' {teacher.ignore}: a teacher's checkpoint must "
                               "match it completely (its head makes the soft labels); remove 'ignore'")
     _validate_method(recipe)
+    if recipe.distill.heads == "split" and "distilled" not in recipe.student.name:
+        raise RecipeError(f"distill.heads is 'split' but student {recipe.student.name!r} has no distillation head: "
+                          "use a DeiT '*_distilled_*' student, or distill.heads: cls")
     if recipe.hub.push and not recipe.hub.repo_id:
         raise RecipeError("hub.push is true but hub.repo_id is empty: set hub.repo_id: owner/name")
 

@@ -116,7 +116,7 @@ def step_runners(
         if name == "timm" and recipe.distill.method != "kd":
             continue
         torch.manual_seed(recipe.train.seed)
-        student = build_student(recipe.student, workload.info, heads=recipe.distill.heads).to(device)
+        student = build_student(recipe.student, workload.info).to(device)
         run, student = builders[name](workload, student, teacher, accelerator, run_dir)
         runners[name] = StepRunner(run, student, device_sync(device))
     return runners

@@ -15,7 +15,7 @@ from vitkd.recipe import DistillConfig, ModelConfig, Recipe
 __all__ = ["build_criterion", "build_student", "build_teacher", "export_run_student"]
 
 
-def build_student(cfg: ModelConfig, info: DataInfo, *, heads: str = "cls") -> nn.Module:
+def build_student(cfg: ModelConfig, info: DataInfo) -> nn.Module:
     """The student with the dataset's class count and channels; a DeiT-distilled student returns both
     heads in training mode (``set_distilled_training``) so the task can route losses per head."""
     student = create_student(
@@ -24,9 +24,6 @@ def build_student(cfg: ModelConfig, info: DataInfo, *, heads: str = "cls") -> nn
     )
     if hasattr(student, "set_distilled_training"):
         student.set_distilled_training(True)
-    elif heads == "split":
-        raise ValueError(f"distill.heads is 'split' but student '{cfg.name}' has no distillation head "
-                         "(use a *_distilled_* DeiT, or distill.heads: cls)")
     return student
 
 

@@ -81,7 +81,7 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
     train_loader, eval_loader, info = build_loaders(
         recipe.data, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed
     )
-    student = build_student(recipe.student, info, heads=recipe.distill.heads)
+    student = build_student(recipe.student, info)
     teacher = build_teacher(recipe.teachers, info)
     if teacher is not None:
         teacher.to(accelerator.device)
