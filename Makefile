@@ -25,5 +25,7 @@ lint: install
 	$(BIN)/ruff check vitkd scripts tests
 
 demo: install data
-	$(BIN)/accelerate launch --num_processes 1 --cpu scripts/distill.py --recipe recipes/quickstart_teacher.yaml
-	$(BIN)/accelerate launch --num_processes 1 --cpu scripts/distill.py --recipe recipes/quickstart.yaml
+	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/quickstart_teacher.yaml --resume
+	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/quickstart.yaml --resume
+	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/quickstart_student_alone.yaml --resume
+	$(BIN)/python scripts/make_table.py runs/quickstart runs/quickstart_student_alone

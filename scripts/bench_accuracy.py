@@ -17,6 +17,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+import torch
+
 from vitkd.benchmark import accuracy, plots
 from vitkd.benchmark.report import machine_info, write_outputs
 from vitkd.recipe import load_recipe
@@ -52,13 +54,17 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.1, help="share of the training set for students")
     parser.add_argument("--methods", nargs="+", default=list(accuracy.METHODS), choices=accuracy.METHODS)
     parser.add_argument("--recipes", type=Path, default=RECIPES, help="folder of teacher.yaml and <method>.yaml")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 resists "
+                        "other jobs on a shared machine far better)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="recipe override for every run (repeatable)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
     teacher_dir = accuracy.teacher_run_dir(args.out)
-    accuracy.train_or_reuse(args.recipes / "teacher.yaml", teacher_dir, args.overrides)
+    teacher_train_s = accuracy.train_or_reuse(args.recipes / "teacher.yaml", teacher_dir, args.overrides)
     run_dirs: dict[str, list[Path]] = {m: [] for m in args.methods}
     for seed in args.seeds:  # seed-major: an interrupted benchmark has every method for its first seeds
         for method in args.methods:
@@ -70,7 +76,7 @@ def main() -> None:
     wall_s = time.perf_counter() - start
 
     results = accuracy.summarise_methods(run_dirs)
-    teacher = read_run(teacher_dir).metrics
+    teacher = read_run(teacher_dir).metrics | {"train_s": teacher_train_s}
     kd_overrides = student_overrides(args.recipes / "kd.yaml", args.seeds[0], args.fraction, teacher_dir / "student",
                                      args.overrides)
     setting = describe(args.recipes / "kd.yaml", kd_overrides, args.seeds)

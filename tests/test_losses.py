@@ -24,6 +24,8 @@ from vitkd.losses import (
 )
 from vitkd.losses import registry as registry_module
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
+
 NAMES = ["crld", "dist", "dkd", "kd", "ls_kd", "luminet"]
 
 

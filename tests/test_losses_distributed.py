@@ -24,6 +24,8 @@ from torch.testing import assert_close
 
 from vitkd.losses import LumiNetLoss, perception
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
+
 WORLD_SIZE = 2
 SPLITS = {"equal": [6, 6], "unequal": [5, 7]}  # rows per rank
 TIMEOUT_S = 120
@@ -41,6 +43,7 @@ def rank_rows(sizes: list[int], rank: int) -> slice:
 
 
 def _worker(rank: int, store_path: str, out_dir: str) -> None:
+    torch.set_num_threads(1)  # 12×10 tensors: intra-op threads would only contend for the cores
     dist.init_process_group(
         "gloo",
         init_method=f"file://{store_path}",  # a file rendezvous: no port to pick or collide on

@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from torch.testing import assert_close
 
 from vitkd.losses import CRLDLoss, DISTLoss, DKDLoss, KDLoss, LogitStandardKDLoss, LumiNetLoss, build_loss
 
-bounded = settings(max_examples=30, deadline=None)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: threads only add overhead
+
+bounded = settings(max_examples=30, deadline=None, derandomize=True)
 shapes = st.tuples(st.integers(2, 12), st.integers(2, 12))
 
 
@@ -50,10 +52,11 @@ def call(loss, students: list[torch.Tensor], teachers: list[torch.Tensor]) -> to
 )
 def test_luminet_invariant_to_per_class_shift_and_positive_scale(logits, data, side):
     student, teacher = logits
+    assume(min(x.std(0, unbiased=False).min() for x in logits) > 0.05)  # eps-free up to ~1e-8
     classes = student.shape[1]
     shift = torch.tensor(data.draw(st.lists(st.floats(-1e3, 1e3), min_size=classes, max_size=classes)))
     log10_scale = torch.tensor(data.draw(st.lists(st.floats(-2, 2), min_size=classes, max_size=classes)))
-    loss = LumiNetLoss(temperature=2.0, alpha=3.0, eps=1e-12)  # eps ≪ every column variance
+    loss = LumiNetLoss(temperature=2.0, alpha=3.0, eps=1e-18)  # eps ≪ every column variance
     moved = {"student": student, "teacher": teacher}
     moved[side] = moved[side] * 10**log10_scale + shift
     assert_close(loss(moved["student"], moved["teacher"]), loss(student, teacher), rtol=1e-6, atol=1e-9)
@@ -138,14 +141,15 @@ def test_crld_with_open_masks_is_a_sum_of_kd_terms(logits, within_weight, cross_
 @given(random_logits(2), st.data(), st.sampled_from(["student", "teacher"]))
 def test_ls_kd_invariant_to_per_sample_shift_and_positive_scale(logits, data, side):
     student, teacher = logits
+    assume(min(x.std(1).min() for x in logits) > 0.05)
     rows = len(student)
     shift = torch.tensor(data.draw(st.lists(st.floats(-1e3, 1e3), min_size=rows, max_size=rows)))[:, None]
     log10_scale = torch.tensor(data.draw(st.lists(st.floats(-1, 2), min_size=rows, max_size=rows)))[:, None]
     moved = {"student": student, "teacher": teacher}
     moved[side] = moved[side] * 10**log10_scale + shift
     loss = LogitStandardKDLoss()
-    # Only the 1e-7 on the std breaks exact invariance: relative effect ≤ 1e-7 / std ≈ 1e-6.
-    assert_close(loss(moved["student"], moved["teacher"]), loss(student, teacher), rtol=1e-5, atol=1e-9)
+    # Only the 1e-7 on the std breaks exact invariance: relative effect ≤ 1e-7 / (0.1 · 0.05) = 2e-5.
+    assert_close(loss(moved["student"], moved["teacher"]), loss(student, teacher), rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.parametrize("name", ["luminet", "ls_kd"])

@@ -184,9 +184,14 @@ def report_markdown(table: str, setting: Mapping, teacher: Mapping, machine: Map
         f"{setting['train_fraction']:.0%} of the training set, {setting['image_size']} px, "
         f"{setting['in_chans']} channel(s), {setting['epochs']} epochs, batch {setting['batch_size']}; "
         f"{evaluation}; {setting['report']} epoch reported; seeds {', '.join(map(str, seeds))}.\n"
-        f"Teacher: top-1 {teacher['top1']:.2f} %, ECE {teacher['ece']:.2f} %.\n"
+        f"Teacher: top-1 {teacher['top1']:.2f} %, ECE {teacher['ece']:.2f} %{_seconds(teacher.get('train_s'))}.\n"
         f"Machine: {machine['nproc']} × {machine['cpu_model']}, torch {machine['torch']}, "
         f"load average at the end {machine['load_average'][1]:.2f} (5 min). "
-        f"Wall time of this invocation: {wall_s / 60:.1f} min.\n\n"
+        f"Wall time of this invocation: {wall_s / 60:.1f} min (finished runs found in the folder are reused, "
+        "not retrained; the last column gives each run's recorded training time).\n\n"
         f"Top-1 and ECE: mean ± sample std over the seeds; Δ: difference of the mean top-1.\n\n{table}"
     )
+
+
+def _seconds(train_s: float | None) -> str:
+    return "" if train_s is None else f", trained in {train_s / 60:.1f} min"

@@ -53,9 +53,12 @@ def bar_chart(
 def learning_curves(curves: Mapping[str, Sequence[float]], path: str | Path, *, ylabel: str, title: str = "") -> Path:
     """One line per method: ``curves[method]`` is the value after epoch 1, 2, ..."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6.0, 3.8))
     for method, values in curves.items():
         ax.plot(range(1, len(values) + 1), values, marker="o", markersize=3, label=method)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

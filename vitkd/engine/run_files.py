@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["append_jsonl", "file_sha256", "package_versions", "write_json", "write_yaml"]
+__all__ = ["append_jsonl", "command_line", "file_sha256", "package_versions", "write_json", "write_yaml"]
 
 _PACKAGES = ("vitkd", "torch", "torchvision", "timm", "accelerate", "datasets", "safetensors", "einops")
 

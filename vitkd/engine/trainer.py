@@ -134,6 +134,7 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
     summary = loop.run()
     if teacher_metrics is not None:
         summary["teacher"] = teacher_metrics
+    accelerator.print(_final_line(summary, run_dir))
     if accelerator.is_main_process:
         run_files.write_json(run_dir / "summary.json", summary)
         if recipe.hub.push:
@@ -310,6 +311,14 @@ def _best_from_log(path: Path, epoch: int) -> dict | None:
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     matches = [r for r in records if r["epoch"] == epoch]
     return matches[-1] if matches else None
+
+
+def _final_line(summary: dict, run_dir: Path) -> str:
+    last, best = summary["last"], summary["best"]
+    line = f"done: student top-1 {last['top1']:.2f} % (last), {best['top1']:.2f} % (best, epoch {best['epoch']})"
+    if "teacher" in summary:
+        line += f" | teacher top-1 {summary['teacher']['top1']:.2f} %"
+    return f"{line} | ECE {last['ece']:.2f} % | student exported to {run_dir / 'student'}"
 
 
 def _epoch_line(record: dict, state: TrainState, epochs: int) -> str:
