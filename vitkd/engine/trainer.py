@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -66,6 +67,11 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
     """
     cfg = recipe.train
     run_dir = recipe.run_dir()
+    # One process may run several recipes (sweeps, notebooks, tests), but Accelerate keeps precision and
+    # accumulation settings in process-wide singletons that refuse a second, different configuration.
+    # Reset those two (not the distributed PartialState, which stays valid) so each run gets its own.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(
         cpu=cfg.cpu,
         mixed_precision=cfg.mixed_precision,
