@@ -26,8 +26,6 @@ from vitkd.benchmark.report import markdown_table
 from vitkd.recipe import load_recipe
 from vitkd.results import ResultRow, aggregate, read_run
 
-logger = logging.getLogger(__name__)
-
 __all__ = [
     "METHODS",
     "MethodResult",
@@ -40,6 +38,8 @@ __all__ = [
     "teacher_run_dir",
     "train_or_reuse",
 ]
+
+logger = logging.getLogger(__name__)
 
 # The student alone first, KD (the reference of Δ) second, as in the paper's tables.
 METHODS = ("none", "kd", "dkd", "luminet", "crld", "ls_kd", "dist")
