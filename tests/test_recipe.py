@@ -63,6 +63,7 @@ def test_set_overrides_are_typed(tmp_path):
     assert recipe.train.epochs == 7
     assert recipe.optim.lr == pytest.approx(1e-3)
     assert recipe.distill.kwargs["temperature"] == 8
+    assert load_recipe(path, ["student.checkpoint=w.safetensors"]).student.checkpoint == "w.safetensors"
     with pytest.raises(RecipeError, match=r"train\.epochs: expected int, got 'ten'"):
         load_recipe(path, ["train.epochs=ten"])
 

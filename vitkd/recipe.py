@@ -263,6 +263,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     cls: Any = Recipe
     for depth, part in enumerate(parents):
         cls = _field_type(cls, part, ".".join(parents[: depth + 1]))
+        if isinstance(node.get(part), str) and cls is not None:  # shorthand `student: name` -> mapping
+            node[part] = {"name": node[part]}
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise RecipeError(f"--set {key}: '{'.'.join(parents[: depth + 1])}' is not a section")
