@@ -9,25 +9,12 @@ generated image folder of random 256×256 JPEGs through the 224-px ``imagenet`` 
 from __future__ import annotations
 
 import argparse
-import itertools
 import tempfile
-import time
 from pathlib import Path
 
-from vitkd.data import DataConfig, build_loaders
+from vitkd.benchmark.steps import loader_throughput
+from vitkd.data import DataConfig
 from vitkd.data.synthetic import write_image_folder
-
-
-def images_per_second(cfg: DataConfig, batch_size: int, warmup: int, batches: int) -> float:
-    """Images per second over ``batches`` training batches after ``warmup`` untimed ones (epochs repeat)."""
-    train, _, _ = build_loaders(cfg, batch_size=batch_size)
-    stream = (batch for _ in itertools.count() for batch in train)
-    for _ in range(warmup):
-        next(stream)
-    start = time.perf_counter()
-    for _ in range(batches):
-        next(stream)
-    return batches * batch_size / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -55,7 +42,7 @@ def main() -> None:
             ("random 256 px JPEG folder → 224 px", "imagenet", 64, jpegs),
         ]
         for name, transform, batch_size, cfg in cases:
-            rate = images_per_second(cfg, batch_size, args.warmup, args.batches)
+            rate = loader_throughput(cfg, batch_size=batch_size, batches=args.batches, warmup=args.warmup)
             rows.append(f"| {name} | {transform} | {batch_size} | {args.workers} | {rate:,.0f} |")
     print("| data | transform | batch | workers | images/s |")
     print("|---|---|---|---|---|")
