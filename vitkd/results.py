@@ -338,23 +338,25 @@ def _cells(row: ResultRow) -> dict[str, str]:
         "variant": row.variant,
         "paper": row.paper,
         "n": str(row.n),
-        "top1": _mean_std(row.top1_mean, row.top1_std),
-        "delta_kd": _signed(row.delta_kd),
+        "top1": format_mean_std(row.top1_mean, row.top1_std),
+        "delta_kd": format_signed(row.delta_kd),
         "published": "" if row.published is None else f"{row.published:.2f}",
-        "diff_published": _signed(row.diff_published),
-        "ece": _mean_std(row.ece_mean, row.ece_std),
+        "diff_published": format_signed(row.diff_published),
+        "ece": format_mean_std(row.ece_mean, row.ece_std),
         "teacher_top1": "" if row.teacher_top1 is None else f"{row.teacher_top1:.2f}",
     }
 
 
-def _mean_std(mean: float | None, std: float | None) -> str:
+def format_mean_std(mean: float | None, std: float | None, empty: str = "") -> str:
+    """``"79.48 ± 0.80"`` (or just the mean when there is no std; ``empty`` when there is no value)."""
     if mean is None:
-        return ""
+        return empty
     return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
-def _signed(value: float | None) -> str:
-    return "" if value is None else f"{value:+.2f}"
+def format_signed(value: float | None, empty: str = "") -> str:
+    """``"+1.91"`` / ``"-0.98"``; ``empty`` when there is no value."""
+    return empty if value is None else f"{value:+.2f}"
 
 
 CSV_FIELDS = (

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from vitkd.benchmark.report import markdown_table
 from vitkd.recipe import load_recipe
-from vitkd.results import ResultRow, aggregate, read_run
+from vitkd.results import ResultRow, aggregate, format_mean_std, format_signed, read_run
 
 __all__ = [
     "METHODS",
@@ -154,25 +154,15 @@ def results_table(results: Sequence[MethodResult]) -> str:
         [
             r.method,
             r.n,
-            _mean_std(r.top1_mean, r.top1_std),
-            _signed(r.delta_kd),
-            _signed(r.delta_none),
-            _mean_std(r.ece_mean, r.ece_std),
+            format_mean_std(r.top1_mean, r.top1_std, empty="—"),
+            format_signed(r.delta_kd, empty="—"),
+            format_signed(r.delta_none, empty="—"),
+            format_mean_std(r.ece_mean, r.ece_std, empty="—"),
             "—" if r.train_s is None else f"{r.train_s:.0f}",
         ]
         for r in results
     ]
     return markdown_table(header, rows)
-
-
-def _mean_std(mean: float | None, std: float | None) -> str:
-    if mean is None:
-        return "—"
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
-
-
-def _signed(value: float | None) -> str:
-    return "—" if value is None else f"{value:+.2f}"
 
 
 def report_markdown(table: str, setting: Mapping, teacher: Mapping, machine: Mapping, wall_s: float) -> str:

@@ -174,13 +174,18 @@ def _plain_pass(workload: Workload, student: nn.Module, teacher: nn.Module, acce
                     teacher_logits = teacher(images).float()
                 logits = student(images).float()
             loss = d.ce_weight * F.cross_entropy(logits, labels) + d.kd_weight * criterion(logits, teacher_logits)
-            loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(student.parameters(), clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            _update(loss, student, optimizer, clip)
 
     return run, student
+
+
+def _update(loss: torch.Tensor, student: nn.Module, optimizer: torch.optim.Optimizer, clip: float | None) -> None:
+    """The optimiser update shared by the hand-written and timm steps: backward, optional clip, step."""
+    loss.backward()
+    if clip:
+        nn.utils.clip_grad_norm_(student.parameters(), clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _timm_pass(workload: Workload, student: nn.Module, teacher: nn.Module, accelerator: Accelerator,
@@ -202,11 +207,7 @@ def _timm_pass(workload: Workload, student: nn.Module, teacher: nn.Module, accel
         for images, labels in _loader(workload):
             with autocast():
                 loss = task(images, labels)["loss"]
-            loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(student.parameters(), clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            _update(loss, student, optimizer, clip)
 
     return run, student
 
