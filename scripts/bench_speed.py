@@ -76,8 +76,8 @@ def main() -> None:
         timing.loss_table(losses),
         f"### Training step: images/s, median [interquartile range] of {args.reps} interleaved passes of "
         f"{args.steps} steps (after {args.warmup} warm-up pass)\n",
-        "engine = vitkd's `_Loop._train_epoch` (DistillationTask under accelerator.accumulate/autocast/backward, "
-        "loss bookkeeping, progress bar) over an Accelerate-prepared loader; plain = hand-written PyTorch step; "
+        "engine = vitkd's `Trainer.train_epoch` (DistillationTask under accelerator.accumulate/autocast/backward, "
+        "loss bookkeeping, log lines) over an Accelerate-prepared loader; plain = hand-written PyTorch step; "
         "timm = `timm.task.LogitDistillationTask` (KD only). Same recipe, batches, initial weights and "
         "optimiser for all; random-weight teachers.\n",
         speed.step_table(results),

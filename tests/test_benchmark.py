@@ -11,20 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from accelerate import Accelerator
 
 from vitkd.benchmark import accuracy, plots, speed, steps, timing
 from vitkd.benchmark.report import machine_info, markdown_table, write_outputs
 from vitkd.data import DataConfig
+from vitkd.engine.trainer import make_accelerator
 from vitkd.losses import available_losses
-from vitkd.recipe import load_recipe, recipe_to_dict
+from vitkd.recipe import TrainConfig, load_recipe, recipe_to_dict
 
 BENCH_RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "bench"
 
 
 @pytest.fixture(scope="module")
-def accelerator():
-    return Accelerator(cpu=True)
+def accelerator(tmp_path_factory):
+    # the engine's own constructor: it also clears precision settings an earlier test's run left behind
+    return make_accelerator(TrainConfig(cpu=True), tmp_path_factory.mktemp("bench"))
 
 
 # ----------------------------------------------------------------------------- timing

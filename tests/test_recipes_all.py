@@ -20,12 +20,11 @@ import pytest
 import torch
 import yaml
 from timm.models import get_pretrained_cfg
-from timm.optim import create_optimizer_v2
 
 import vitkd  # noqa: F401  (registers vitkd's models with timm)
 from vitkd.data import DataInfo
-from vitkd.engine.build import build_criterion, build_student, build_teacher
-from vitkd.engine.task import DistillationTask
+from vitkd.engine.build import build_student, build_teacher
+from vitkd.engine.factory import build_optimizer, build_task
 from vitkd.recipe import ModelConfig, Recipe, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -168,12 +167,9 @@ def test_one_training_step(path):
     student = build_student(student_cfg, _data_info(num_classes, r.data.in_chans))
     teachers = json.dumps([(t.name, t.kwargs) for t in r.teachers])
     teacher = _teacher(teachers, num_classes, r.data.in_chans) if r.teachers else None
-    criterion = build_criterion(r.distill)
-    d, o = r.distill, r.optim
-    task = DistillationTask(student, teacher, criterion, ce_weight=d.ce_weight, kd_weight=d.kd_weight,
-                            warmup_epochs=d.warmup_epochs, heads=d.heads)
-    optimizer = create_optimizer_v2(student, opt=o.opt, lr=o.lr, weight_decay=o.weight_decay,
-                                    momentum=o.momentum, filter_bias_and_bn=o.filter_bias_and_bn, **o.kwargs)
+    task = build_task(r, student, teacher)  # the engine's own wiring of recipe -> task and optimiser
+    optimizer = build_optimizer(r, student)
+    criterion = task.criterion
     images, targets = _random_batch(r, num_classes, getattr(criterion, "num_views", 1))
     before = [p.detach().clone() for p in student.parameters()]
 

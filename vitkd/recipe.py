@@ -124,7 +124,8 @@ class TrainConfig:
     ``gpus`` records the process count the recipe was written for (a different count warns, since
     batch statistics and the global batch change). ``max_steps`` stops early after that many
     optimiser steps (smoke runs, benchmarks). ``report`` says which epoch's metrics are *the* result.
-    ``output_dir`` may use ``{name}`` and ``{seed}``.
+    ``output_dir`` may use ``{name}`` and ``{seed}``. ``mixed_precision`` (``no``/``fp16``/``bf16``) applies
+    only when no launcher set one: ``accelerate launch`` and ``accelerate config`` take precedence.
     """
 
     epochs: int = 240
@@ -133,7 +134,7 @@ class TrainConfig:
     eval_batch_size: int | None = None
     grad_accum_steps: int = 1
     clip_grad: float | None = None
-    mixed_precision: str = "no"
+    mixed_precision: str | None = None
     eval_every: int = 1
     checkpoint_every: int = 1
     checkpoint_every_steps: int | None = None
@@ -374,7 +375,8 @@ def _is_required(f: dataclasses.Field) -> bool:
 
 def _validate(recipe: Recipe) -> None:
     """Impossible combinations, caught before any model or dataset is touched."""
-    _check_choice("train.mixed_precision", recipe.train.mixed_precision, MIXED_PRECISION)
+    if recipe.train.mixed_precision is not None:
+        _check_choice("train.mixed_precision", recipe.train.mixed_precision, MIXED_PRECISION)
     _check_choice("train.report", recipe.train.report, REPORT)
     _check_choice("distill.heads", recipe.distill.heads, HEADS)
     for key in ("epochs", "batch_size", "grad_accum_steps", "eval_every", "keep_checkpoints", "log_every", "gpus"):

@@ -4,12 +4,11 @@ The workload of a step: teacher forward without gradients, student forward and b
 a recipe (cross-entropy weighted with ``distill.ce_weight`` plus ``kd_weight`` times the method's
 loss), and an optimiser step built from the recipe's ``optim`` section. Its three implementations:
 
-* ``engine``: vitkd's own training loop — the private ``_Loop._train_epoch`` of
-  :mod:`vitkd.engine.trainer`, i.e. :class:`~vitkd.engine.task.DistillationTask` under
-  ``accelerator.accumulate``/``autocast``/``backward``, the per-step loss bookkeeping, the periodic
-  finiteness check and the progress bar — over an Accelerate-prepared loader. Only the setup around
-  it (what ``vitkd.engine.train`` does before its loop) is rebuilt here, since ``train`` also builds
-  loaders from the recipe's dataset, evaluates and writes checkpoints.
+* ``engine``: vitkd's own training loop — :meth:`vitkd.engine.trainer.Trainer.train_epoch`, i.e.
+  :class:`~vitkd.engine.task.DistillationTask` under ``accelerator.accumulate``/``autocast``/``backward``,
+  the per-step loss bookkeeping, the scheduler and the periodic log line and finiteness check — over an
+  Accelerate-prepared loader, set up by :func:`vitkd.engine.factory` as ``train`` does (``train`` also
+  builds loaders from the recipe's dataset, evaluates and writes checkpoints).
 * ``plain``: a minimal hand-written PyTorch step with the same modules, loss and optimiser.
 * ``timm``: timm's ``LogitDistillationTask`` (KD recipes only: that is the loss it computes).
 
@@ -30,7 +29,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from timm.optim import create_optimizer_v2
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -38,9 +36,9 @@ from vitkd.benchmark.timing import device_sync
 from vitkd.data import DataConfig, DataInfo, build_loaders
 from vitkd.engine.build import build_criterion, build_student, build_teacher
 from vitkd.engine.checkpoint import TrainState
-from vitkd.engine.task import DistillationTask
-from vitkd.engine.trainer import _Loop
-from vitkd.recipe import OptimConfig, Recipe, load_recipe
+from vitkd.engine.factory import Parts, build_optimizer, build_task
+from vitkd.engine.trainer import Trainer
+from vitkd.recipe import Recipe, load_recipe
 
 __all__ = ["IMPLEMENTATIONS", "StepRunner", "Workload", "load_workload", "loader_throughput", "step_runners"]
 
@@ -122,33 +120,22 @@ def step_runners(
     return runners
 
 
-def _optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    """The optimiser ``vitkd.engine.train`` builds from a recipe's ``optim`` section."""
-    return create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
-                               filter_bias_and_bn=cfg.filter_bias_and_bn, **cfg.kwargs)
-
-
 def _loader(workload: Workload) -> DataLoader:
     return DataLoader(workload.batches, batch_size=None)  # the batches as they are: no sampling, no collation
 
 
 def _engine_pass(workload: Workload, student: nn.Module, teacher: nn.Module, accelerator: Accelerator,
                  run_dir: Path) -> tuple[Callable[[], None], nn.Module]:
-    recipe, d = workload.recipe, workload.recipe.distill
-    optimizer = _optimizer(student, recipe.optim)
-    student, optimizer, loader = accelerator.prepare(student, optimizer, _loader(workload))
-    task = DistillationTask(student, teacher, build_criterion(d), ce_weight=d.ce_weight, kd_weight=d.kd_weight,
-                            warmup_epochs=d.warmup_epochs, heads=d.heads)
-    # scheduler and eval loader: unused by _train_epoch with the recipes' per-epoch schedules
-    state = TrainState()
-    loop = _Loop(recipe, accelerator, task, optimizer, None, loader, None, state, run_dir, workload.info)
+    recipe = workload.recipe
+    parts = Parts(student, teacher, build_task(recipe, student, teacher), build_optimizer(recipe, student),
+                  _loader(workload), None, workload.info).prepare(recipe, accelerator)
+    trainer = Trainer(recipe, accelerator, parts, TrainState(), run_dir)
 
     def run() -> None:
-        loop._train_epoch()
-        state.epoch += 1  # what _Loop.run does between epochs, less the scheduler step and the evaluation
-        state.batches_done = 0
+        trainer.train_epoch()
+        trainer.end_epoch()
 
-    return run, student
+    return run, parts.student
 
 
 def _autocast(accelerator: Accelerator) -> Callable[[], contextlib.AbstractContextManager]:
@@ -161,7 +148,7 @@ def _autocast(accelerator: Accelerator) -> Callable[[], contextlib.AbstractConte
 def _plain_pass(workload: Workload, student: nn.Module, teacher: nn.Module, accelerator: Accelerator,
                 run_dir: Path) -> tuple[Callable[[], None], nn.Module]:
     recipe, d = workload.recipe, workload.recipe.distill
-    optimizer = _optimizer(student, recipe.optim)
+    optimizer = build_optimizer(recipe, student)
     criterion = build_criterion(d)
     autocast = _autocast(accelerator)
     clip = recipe.train.clip_grad
@@ -193,7 +180,7 @@ def _timm_pass(workload: Workload, student: nn.Module, teacher: nn.Module, accel
     from timm.task.distillation import LogitDistillationTask
 
     recipe, d = workload.recipe, workload.recipe.distill
-    optimizer = _optimizer(student, recipe.optim)
+    optimizer = build_optimizer(recipe, student)
     task = LogitDistillationTask(
         student, teacher, criterion=nn.CrossEntropyLoss(), task_loss_weight=d.ce_weight,
         distill_loss_weight=d.kd_weight, temperature=d.kwargs.get("temperature", 4.0),

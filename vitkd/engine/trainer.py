@@ -1,15 +1,24 @@
 """The distillation loop on Accelerate: one function from a validated recipe to a finished run folder.
 
-Only the student, its optimiser and the loaders are prepared by Accelerate. The teacher is frozen,
-moved to the device and run under ``accelerator.autocast``; it never enters DDP, the optimiser or a
-checkpoint. The timm scheduler is stepped by epoch (or by update) explicitly and registered for
-checkpointing: Accelerate's scheduler wrapper calls ``step()`` without the epoch timm needs.
+:func:`train` sets up through :func:`vitkd.engine.factory.build_parts`, then runs
+:class:`Trainer`: one visible epoch/step loop (as in Accelerate's ``complete_cv_example.py``) with
+named hooks for evaluation, checkpoints and export. Only the student, its optimiser and the loaders
+are prepared by Accelerate; the teacher is frozen and never enters DDP, the optimiser or a checkpoint.
+The timm scheduler is stepped explicitly (by epoch, or by update) and registered for checkpointing:
+Accelerate's scheduler wrapper calls ``step()`` without the epoch timm needs.
+
+Precision and process layout follow Accelerate: ``accelerate launch`` / ``accelerate config`` decide
+(they set ``ACCELERATE_MIXED_PRECISION``); ``train.mixed_precision`` is used only when no launcher did,
+and a recipe value that differs from the launcher's is reported once. A multi-process launch on a
+machine without CUDA (``torchrun --nproc_per_node 2``) forms one multi-process CPU run.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,19 +27,16 @@ import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
-from tqdm.auto import tqdm
 
-from vitkd.data import DataInfo, build_loaders
+from vitkd.data import DataInfo
 from vitkd.engine import run_files
-from vitkd.engine.build import build_criterion, build_student, build_teacher, export_run_student
+from vitkd.engine.build import export_run_student
 from vitkd.engine.checkpoint import TrainState, resolve_resume, save_checkpoint
 from vitkd.engine.evaluate import evaluate
-from vitkd.engine.task import DistillationTask
-from vitkd.recipe import Recipe, recipe_to_dict
+from vitkd.engine.factory import Parts, build_parts, current_lr, updates_in_epoch
+from vitkd.recipe import Recipe, TrainConfig, recipe_to_dict
 
-__all__ = ["NonFiniteLossError", "train"]
+__all__ = ["NonFiniteLossError", "Trainer", "make_accelerator", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,23 +46,59 @@ class NonFiniteLossError(RuntimeError):
 
 
 @dataclass
-class _Running:
-    """Sums of the logged loss components since the last log line (tensors: no sync per step)."""
+class LossMeter:
+    """Sums of the loss components and the learning rates seen since :meth:`reset` (tensors: no device
+    sync per step), plus the training time they took."""
 
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     steps: int = 0
     samples: int = 0
+    lrs: list[float] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
-    def add(self, out: dict[str, torch.Tensor], batch: int) -> None:
+    def add(self, out: dict[str, torch.Tensor], batch: int, lr: float | None = None) -> None:
+        """Count one micro-batch of ``batch`` samples; ``lr``: the lr of the update it ended, if any."""
         for key, value in out.items():
             if key != "output":
                 self.sums[key] = self.sums.get(key, 0.0) + value.detach().float()
         self.steps += 1
         self.samples += batch
+        if lr is not None:
+            self.lrs.append(lr)
 
     def means(self) -> dict[str, float]:
         return {k: (v / max(self.steps, 1)).item() for k, v in self.sums.items()}
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
+
+
+def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
+    """The run's Accelerator with the precedence described in the module docstring."""
+    # One process may run several recipes (sweeps, notebooks, tests), but Accelerate keeps precision and
+    # accumulation settings in process-wide singletons that refuse a second, different configuration.
+    # Reset those two (not the distributed PartialState, which stays valid) so each run gets its own.
+    AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    # Without this flag Accelerate treats `torchrun --nproc_per_node N` on a CUDA-less machine as N
+    # independent single-process runs; with it they form one gloo process group.
+    multi_cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    accelerator = Accelerator(
+        cpu=cfg.cpu or multi_cpu,
+        mixed_precision=None if launcher_precision else (cfg.mixed_precision or "no"),
+        gradient_accumulation_steps=cfg.grad_accum_steps,
+        log_with=cfg.log_with or None,
+        project_dir=str(run_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    if launcher_precision and cfg.mixed_precision not in (None, launcher_precision):
+        accelerator.print(
+            f"warning: the launcher set mixed precision '{launcher_precision}' and the recipe "
+            f"'{cfg.mixed_precision}': running '{accelerator.mixed_precision}' (launcher settings win; pass "
+            f"--mixed_precision {cfg.mixed_precision} to accelerate launch for the recipe's)"
+        )
+    return accelerator
 
 
 def train(recipe: Recipe, *, resume: str | None = None, command: str | None = None) -> dict:
@@ -64,80 +106,36 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
 
     ``resume``: ``None`` starts fresh (refusing a folder that already holds checkpoints), ``"auto"``
     continues from the latest checkpoint if there is one, a path continues from that checkpoint.
+    A SIGTERM/SIGINT stops at the next step boundary with a checkpoint; the summary then has
+    ``"preempted": True`` and no export is written.
     """
     cfg = recipe.train
     run_dir = recipe.run_dir()
-    # One process may run several recipes (sweeps, notebooks, tests), but Accelerate keeps precision and
-    # accumulation settings in process-wide singletons that refuse a second, different configuration.
-    # Reset those two (not the distributed PartialState, which stays valid) so each run gets its own.
-    AcceleratorState._reset_state(reset_partial_state=False)
-    GradientState._reset_state()
-    accelerator = Accelerator(
-        cpu=cfg.cpu,
-        mixed_precision=cfg.mixed_precision,
-        gradient_accumulation_steps=cfg.grad_accum_steps,
-        log_with=cfg.log_with or None,
-        project_dir=str(run_dir),
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
-    )
+    accelerator = make_accelerator(cfg, run_dir)
     resume_from = _check_run_dir(run_dir, resume)
     set_seed(cfg.seed)
     _warn_on_process_count(accelerator, cfg.gpus)
 
-    train_loader, eval_loader, info = build_loaders(
-        recipe.data, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=cfg.seed
-    )
-    student = build_student(recipe.student, info)
-    teacher = build_teacher(recipe.teachers, info)
-    if teacher is not None:
-        teacher.to(accelerator.device)
-    optimizer = create_optimizer_v2(
-        student,
-        opt=recipe.optim.opt,
-        lr=recipe.optim.lr,
-        weight_decay=recipe.optim.weight_decay,
-        momentum=recipe.optim.momentum,
-        filter_bias_and_bn=recipe.optim.filter_bias_and_bn,
-        **recipe.optim.kwargs,
-    )
-    student, optimizer, train_loader, eval_loader = accelerator.prepare(student, optimizer, train_loader, eval_loader)
-    updates_per_epoch = math.ceil(len(train_loader) / cfg.grad_accum_steps)
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched=recipe.schedule.sched,
-        num_epochs=cfg.epochs,
-        decay_milestones=recipe.schedule.decay_milestones,
-        decay_rate=recipe.schedule.decay_rate,
-        warmup_epochs=recipe.schedule.warmup_epochs,
-        warmup_lr=recipe.schedule.warmup_lr,
-        min_lr=recipe.schedule.min_lr,
-        step_on_epochs=recipe.schedule.step_on_epochs,
-        updates_per_epoch=updates_per_epoch,
-        **recipe.schedule.kwargs,
-    )
+    parts = build_parts(recipe).prepare(recipe, accelerator)
     state = TrainState()
-    accelerator.register_for_checkpointing(scheduler, state)
-    task = DistillationTask(
-        student,
-        teacher,
-        build_criterion(recipe.distill),
-        ce_weight=recipe.distill.ce_weight,
-        kd_weight=recipe.distill.kd_weight,
-        warmup_epochs=recipe.distill.warmup_epochs,
-        heads=recipe.distill.heads,
-    )
-
+    accelerator.register_for_checkpointing(parts.scheduler, state)
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from} (epoch {state.epoch + 1}, step {state.global_step})")
-    teacher_metrics = evaluate(teacher, eval_loader, accelerator) if teacher is not None else None
+    teacher_metrics = evaluate(parts.teacher, parts.eval_loader, accelerator) if parts.teacher is not None else None
     if accelerator.is_main_process:
-        _write_run_header(run_dir, recipe, accelerator, info, command, teacher_metrics)
+        _write_run_header(run_dir, recipe, accelerator, parts.info, command, teacher_metrics)
     if cfg.log_with:
         accelerator.init_trackers(recipe.name, config=_flat_scalars(recipe_to_dict(recipe)))
 
-    loop = _Loop(recipe, accelerator, task, optimizer, scheduler, train_loader, eval_loader, state, run_dir, info)
-    summary = loop.run()
+    trainer = Trainer(recipe, accelerator, parts, state, run_dir)
+    with _stop_on_signals(trainer):
+        summary = trainer.fit()
+    if summary.get("preempted"):
+        accelerator.print(f"stopped by a signal at step {state.global_step}; checkpoint saved. Continue with: "
+                          f"{command or 'scripts/distill.py --recipe <recipe>'} --resume auto")
+        accelerator.end_training()
+        return summary
     if teacher_metrics is not None:
         summary["teacher"] = teacher_metrics
     accelerator.print(_final_line(summary, run_dir))
@@ -151,101 +149,174 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
     return summary
 
 
-class _Loop:
-    """The epoch/step loop of :func:`train`, split out so each part stays short."""
+class Trainer:
+    """The epoch/step loop of a prepared run. Public so benchmarks drive the very same step:
+    :meth:`fit` (the whole run), :meth:`train_epoch` (one pass over the train loader), :meth:`end_epoch`
+    and :meth:`step` (one micro-batch)."""
 
-    def __init__(self, recipe, accelerator, task, optimizer, scheduler, train_loader, eval_loader, state, run_dir, info):
+    def __init__(self, recipe: Recipe, accelerator: Accelerator, parts: Parts, state: TrainState, run_dir: Path):
         self.recipe, self.cfg = recipe, recipe.train
-        self.accelerator, self.task = accelerator, task
-        self.optimizer, self.scheduler = optimizer, scheduler
-        self.train_loader, self.eval_loader = train_loader, eval_loader
-        self.state: TrainState = state
-        self.run_dir, self.info = run_dir, info
+        self.accelerator, self.parts, self.state = accelerator, parts, state
+        self.run_dir = run_dir
         self.ckpt_root = run_dir / "checkpoints"
-        self.window = _Running()  # loss sums since the last finiteness check
+        self.updates_per_epoch = updates_in_epoch(recipe, len(parts.train_loader))
+        self.update_lr = current_lr(parts.optimizer)
+        self.window = LossMeter()  # since the last log line / finiteness check
         self.last: dict = {}
         self.best: dict | None = None
         self.saved_step: int | None = None
+        self.stop_requested = False
 
-    @property
-    def student(self):
-        return self.task.student
-
-    def run(self) -> dict:
-        state = self.state
-        running = _Running()
-        while state.epoch < self.cfg.epochs and not self._hit_max_steps():
-            running = self._train_epoch()
-            if state.batches_done < len(self.train_loader):  # stopped by max_steps mid-epoch
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> dict:
+        state, cfg = self.state, self.cfg
+        epoch_meter = LossMeter()
+        while state.epoch < cfg.epochs and not self._hit_max_steps():
+            epoch_meter = self.train_epoch()
+            if self.stop_requested:
+                self.checkpoint()
+                return {"preempted": True, "step": state.global_step}
+            if state.batches_done < len(self.parts.train_loader):  # stopped by max_steps mid-epoch
                 break
-            state.epoch += 1
-            state.batches_done = 0
-            self.scheduler.step(state.epoch)
-            if state.epoch % self.cfg.eval_every == 0 or state.epoch == self.cfg.epochs:
-                self._evaluate_and_log(running)
-            if self.cfg.checkpoint_every and state.epoch % self.cfg.checkpoint_every == 0:
-                self._checkpoint()
+            self.end_epoch()
+            if state.epoch % cfg.eval_every == 0 or state.epoch == cfg.epochs:
+                self.evaluate_and_log(epoch_meter)
+            if cfg.checkpoint_every and state.epoch % cfg.checkpoint_every == 0:
+                self.checkpoint()
         if self.last.get("step") != state.global_step:  # final weights not evaluated yet (max_steps, resume)
-            self._evaluate_and_log(running)
-        self._checkpoint()
-        export_run_student(self.accelerator, self.student, self.recipe, self.info, self.run_dir / "student")
+            self.evaluate_and_log(epoch_meter)
+        self.checkpoint()
+        self.export("student")
         return self._summary()
 
-    def _hit_max_steps(self) -> bool:
-        return self.cfg.max_steps is not None and self.state.global_step >= self.cfg.max_steps
-
-    def _train_epoch(self) -> _Running:
-        acc, state, cfg = self.accelerator, self.state, self.cfg
-        self.student.train()
-        self.task.set_epoch(state.epoch + 1)
-        self.train_loader.set_epoch(state.epoch)
-        loader = self.train_loader
+    def train_epoch(self) -> LossMeter:
+        """Train on the rest of the current epoch (all of it unless resumed mid-epoch); returns its meter."""
+        acc, state, parts = self.accelerator, self.state, self.parts
+        parts.student.train()
+        parts.task.set_epoch(state.epoch + 1)
+        parts.train_loader.set_epoch(state.epoch)
+        loader = parts.train_loader
         if state.batches_done:
-            loader = acc.skip_first_batches(self.train_loader, state.batches_done)
-        running = _Running()
-        bar = tqdm(
-            total=len(self.train_loader),
-            initial=state.batches_done,
-            desc=f"epoch {state.epoch + 1}/{cfg.epochs}",
-            disable=not acc.is_local_main_process,
-            dynamic_ncols=True,
-        )
-        for images, targets in loader:
-            with acc.accumulate(self.student):
-                with acc.autocast():
-                    out = self.task(images, targets)
-                acc.backward(out["loss"])
-                if acc.sync_gradients and cfg.clip_grad:
-                    acc.clip_grad_norm_(self.student.parameters(), cfg.clip_grad)
-                self.optimizer.step()
-                self.optimizer.zero_grad(set_to_none=True)
+            loader = acc.skip_first_batches(parts.train_loader, state.batches_done)
+        meter = LossMeter()
+        for batch in loader:
+            out = self.step(batch)
             state.batches_done += 1
-            running.add(out, targets.shape[0])
-            self.window.add(out, targets.shape[0])
-            bar.update(1)
+            lr = self.update_lr if acc.sync_gradients else None
+            meter.add(out, batch[1].shape[0], lr)
+            self.window.add(out, batch[1].shape[0], lr)
             if not acc.sync_gradients:
                 continue
             state.global_step += 1
             if not self.recipe.schedule.step_on_epochs:
-                self.scheduler.step_update(state.global_step)
-            if state.global_step % cfg.log_every == 0:
-                self._log_window(bar)
-            if cfg.checkpoint_every_steps and state.global_step % cfg.checkpoint_every_steps == 0:
-                self._checkpoint()
-            if self._hit_max_steps():
+                parts.scheduler.step_update(state.global_step)
+            if state.global_step % self.cfg.log_every == 0:
+                self.log_progress()
+            if self.cfg.checkpoint_every_steps and state.global_step % self.cfg.checkpoint_every_steps == 0:
+                self.checkpoint()
+            if self._hit_max_steps() or self._stop_agreed():
                 break
-        bar.close()
-        return running
+        return meter
 
-    def _log_window(self, bar) -> None:
+    def end_epoch(self) -> None:
+        """Count a finished epoch and step the scheduler to the next one."""
+        self.state.epoch += 1
+        self.state.batches_done = 0
+        self.parts.scheduler.step(self.state.epoch)
+
+    def step(self, batch: tuple) -> dict[str, torch.Tensor]:
+        """Forward, backward and (at the end of an accumulation window) the optimiser update of one
+        micro-batch ``(images, targets[, indices])``; returns the task's dict of losses."""
+        acc, parts = self.accelerator, self.parts
+        with acc.accumulate(parts.student):
+            with acc.autocast():
+                out = parts.task(*batch)
+            acc.backward(out["loss"])
+            if acc.sync_gradients:
+                if self.cfg.clip_grad:
+                    acc.clip_grad_norm_(parts.student.parameters(), self.cfg.clip_grad)
+                self.update_lr = current_lr(parts.optimizer)  # the lr this update uses
+            parts.optimizer.step()
+            parts.optimizer.zero_grad(set_to_none=True)
+        return out
+
+    # ------------------------------------------------------------------ hooks
+    def log_progress(self) -> None:
+        """One log line (not a progress bar: logs are often files) and the tracker scalars."""
+        acc, state = self.accelerator, self.state
         means = self._checked_window_means()
-        elapsed = time.perf_counter() - self.window.started
-        images_per_s = self.window.samples * self.accelerator.num_processes / max(elapsed, 1e-9)
-        self.window = _Running()
-        lr = self.optimizer.param_groups[0]["lr"]
-        bar.set_postfix({**{k: f"{v:.4f}" for k, v in means.items()}, "lr": f"{lr:.3g}", "img/s": f"{images_per_s:.0f}"})
-        self.accelerator.log({f"train/{k}": v for k, v in {**means, "lr": lr, "images_per_s": images_per_s}.items()},
-                             step=self.state.global_step)
+        seconds = self.window.seconds()
+        images_per_s = self.window.samples * acc.num_processes / max(seconds, 1e-9)
+        updates_per_s = self.window.steps / self.cfg.grad_accum_steps / max(seconds, 1e-9)
+        lr = self.window.lrs[-1]
+        self.window = LossMeter()
+        total = self._total_updates()
+        eta = (total - state.global_step) / max(updates_per_s, 1e-9)
+        losses = " ".join(f"{k} {v:.4f}" for k, v in means.items())
+        acc.print(f"epoch {state.epoch + 1}/{self.cfg.epochs} | step {state.global_step}/{total} | {losses} | "
+                  f"lr {lr:.4g} | {images_per_s:.0f} img/s | eta {_duration(eta)}")
+        acc.log({f"train/{k}": v for k, v in {**means, "lr": lr, "images_per_s": images_per_s}.items()},
+                step=state.global_step)
+
+    def evaluate_and_log(self, meter: LossMeter) -> None:
+        """Evaluate the student, append the epoch's line to metrics.jsonl, export it if it is the best."""
+        acc, state = self.accelerator, self.state
+        means = meter.means()
+        _check_finite(means, state, self.ckpt_root)
+        train_time = meter.seconds()
+        started = time.perf_counter()
+        metrics = evaluate(self.parts.student, self.parts.eval_loader, acc)
+        eval_time = time.perf_counter() - started
+        record = {
+            "epoch": state.epoch,
+            "step": state.global_step,
+            "lr": meter.lrs[0] if meter.lrs else current_lr(self.parts.optimizer),
+            "lr_last": meter.lrs[-1] if meter.lrs else current_lr(self.parts.optimizer),
+            **{f"train_{k}": v for k, v in means.items()},
+            **metrics,
+            "train_time_s": train_time,
+            "eval_time_s": eval_time,
+            "images_per_s": meter.samples * acc.num_processes / max(train_time, 1e-9),
+        }
+        self.last = record
+        if metrics["top1"] > state.best_top1:
+            state.best_top1, state.best_epoch = metrics["top1"], state.epoch
+            self.best = record
+            self.export("student_best")
+        if acc.is_main_process:
+            run_files.append_jsonl(self.run_dir / "metrics.jsonl", record)
+            acc.print(_epoch_line(record, state, self.cfg.epochs))
+        acc.log({f"eval/{k}": v for k, v in metrics.items()}
+                | {"train/lr_epoch": record["lr"], "train/epoch_images_per_s": record["images_per_s"]},
+                step=state.global_step)
+
+    def checkpoint(self) -> None:
+        """Save the resumable state (once per step), after checking the losses since the last check."""
+        if self.saved_step == self.state.global_step:
+            return
+        self._checked_window_means()  # never save weights that a NaN step has already touched
+        save_checkpoint(self.accelerator, self.ckpt_root, self.state.global_step, self.cfg.keep_checkpoints)
+        self.saved_step = self.state.global_step
+
+    def export(self, name: str) -> None:
+        """Export the student as ``<run>/<name>/`` (safetensors + timm config)."""
+        export_run_student(self.accelerator, self.parts.student, self.recipe, self.parts.info, self.run_dir / name)
+
+    # ------------------------------------------------------------------ helpers
+    def _total_updates(self) -> int:
+        total = self.cfg.epochs * self.updates_per_epoch
+        return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
+
+    def _hit_max_steps(self) -> bool:
+        return self.cfg.max_steps is not None and self.state.global_step >= self.cfg.max_steps
+
+    def _stop_agreed(self) -> bool:
+        """Whether any process was asked to stop (all processes must stop at the same step)."""
+        if self.accelerator.num_processes == 1:
+            return self.stop_requested
+        flag = torch.tensor([float(self.stop_requested)], device=self.accelerator.device)
+        self.stop_requested = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+        return self.stop_requested
 
     def _checked_window_means(self) -> dict[str, float]:
         """Mean loss components since the last check; raises if any process saw a non-finite loss."""
@@ -255,39 +326,6 @@ class _Loop:
             _check_finite({"loss (all processes)": total, **means}, self.state, self.ckpt_root)
         return means
 
-    def _checkpoint(self) -> None:
-        if self.saved_step == self.state.global_step:
-            return
-        self._checked_window_means()  # never save weights that a NaN step has already touched
-        save_checkpoint(self.accelerator, self.ckpt_root, self.state.global_step, self.cfg.keep_checkpoints)
-        self.saved_step = self.state.global_step
-
-    def _evaluate_and_log(self, running: _Running) -> None:
-        acc, state = self.accelerator, self.state
-        means = running.means()
-        _check_finite(means, state, self.ckpt_root)
-        metrics = evaluate(self.student, self.eval_loader, acc)
-        elapsed = time.perf_counter() - running.started
-        record = {
-            "epoch": state.epoch,
-            "step": state.global_step,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            **{f"train_{k}": v for k, v in means.items()},
-            **metrics,
-            "epoch_time_s": elapsed,
-            "images_per_s": running.samples * acc.num_processes / max(elapsed, 1e-9),
-        }
-        self.last = record
-        improved = metrics["top1"] > state.best_top1
-        if improved:
-            state.best_top1, state.best_epoch = metrics["top1"], state.epoch
-            self.best = record
-            export_run_student(acc, self.student, self.recipe, self.info, self.run_dir / "student_best")
-        if acc.is_main_process:
-            run_files.append_jsonl(self.run_dir / "metrics.jsonl", record)
-            acc.print(_epoch_line(record, state, self.cfg.epochs))
-        acc.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.global_step)
-
     def _summary(self) -> dict:
         keys = ("epoch", "step", "top1", "top5", "nll", "ece", "samples")
         best = self.best or _best_from_log(self.run_dir / "metrics.jsonl", self.state.best_epoch)
@@ -295,7 +333,37 @@ class _Loop:
             "report": self.cfg.report,
             "best": {k: best[k] for k in keys} if best else None,
             "last": {k: self.last[k] for k in keys},
+            "epochs_completed": self.state.epoch,
+            "steps": self.state.global_step,
         }
+
+
+class _stop_on_signals:
+    """While active, SIGTERM/SIGINT ask ``trainer`` to stop at the next step boundary (cluster schedulers
+    send SIGTERM before killing); a second signal interrupts at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+        self.previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.trainer.stop_requested:
+            raise KeyboardInterrupt
+        self.trainer.stop_requested = True
+        logger.warning("received %s: stopping at the next step with a checkpoint", signal.Signals(signum).name)
+
+    def __enter__(self):
+        try:
+            self.previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        except ValueError:  # not the main thread: signals stay as they are
+            self.previous = {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def _check_finite(values: dict[str, float], state: TrainState, ckpt_root: Path) -> None:
@@ -319,20 +387,28 @@ def _best_from_log(path: Path, epoch: int) -> dict | None:
     return matches[-1] if matches else None
 
 
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
 def _final_line(summary: dict, run_dir: Path) -> str:
     last, best = summary["last"], summary["best"]
-    line = f"done: student top-1 {last['top1']:.2f} % (last), {best['top1']:.2f} % (best, epoch {best['epoch']})"
+    line = (f"done: {summary['steps']} updates, {summary['epochs_completed']} full epoch(s) | student top-1 "
+            f"{last['top1']:.2f} % (last), {best['top1']:.2f} % (best, epoch {best['epoch']})")
     if "teacher" in summary:
         line += f" | teacher top-1 {summary['teacher']['top1']:.2f} %"
     return f"{line} | ECE {last['ece']:.2f} % | student exported to {run_dir / 'student'}"
 
 
 def _epoch_line(record: dict, state: TrainState, epochs: int) -> str:
-    losses = " ".join(f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_"))
+    losses = " ".join(f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_") and k != "train_time_s")
     return (
-        f"epoch {record['epoch']}/{epochs} | {losses} | lr {record['lr']:.3g} | "
+        f"epoch {record['epoch']}/{epochs} | {losses} | lr {record['lr']:.4g} | "
         f"top1 {record['top1']:.2f} top5 {record['top5']:.2f} nll {record['nll']:.4f} ece {record['ece']:.2f} | "
-        f"best {state.best_top1:.2f}@{state.best_epoch} | {record['images_per_s']:.0f} img/s"
+        f"best {state.best_top1:.2f}@{state.best_epoch} | {record['images_per_s']:.0f} img/s train, "
+        f"eval {record['eval_time_s']:.1f} s"
     )
 
 
@@ -359,14 +435,17 @@ def _write_run_header(run_dir, recipe, accelerator, info: DataInfo, command, tea
     run_dir.mkdir(parents=True, exist_ok=True)
     run_files.write_yaml(run_dir / "recipe.yaml", recipe_to_dict(recipe))
     cfg = recipe.train
+    launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
     run_files.write_json(run_dir / "run_info.json", {
         "command": command or run_files.command_line(),
         "versions": run_files.package_versions(),
         "hardware": {
             "num_processes": accelerator.num_processes,
+            "distributed_type": str(accelerator.distributed_type),
             "device": str(accelerator.device),
-            "device_name": torch.cuda.get_device_name() if torch.cuda.is_available() and not cfg.cpu else "cpu",
+            "device_name": torch.cuda.get_device_name() if accelerator.device.type == "cuda" else "cpu",
             "mixed_precision": accelerator.mixed_precision,
+            "mixed_precision_from": "launcher" if launcher_precision else "recipe",
             "per_device_batch": cfg.batch_size,
             "grad_accum_steps": cfg.grad_accum_steps,
             "global_batch": cfg.batch_size * accelerator.num_processes * cfg.grad_accum_steps,

@@ -1,0 +1,171 @@
+"""One public factory from a validated recipe to the parts of a run.
+
+:func:`build_parts` turns a :class:`~vitkd.recipe.Recipe` into student, frozen teacher, loss, task,
+optimiser, scheduler and loaders. The trainer, ``--plan``, the speed benchmark and the recipe tests all
+build through here, so "what a recipe trains" is defined once.
+
+Learning-rate bookkeeping: timm schedulers are stepped by the trainer exactly as :func:`lr_per_epoch`
+simulates — ``scheduler.step(completed_epochs)`` after each epoch, ``scheduler.step_update(updates)``
+after each optimiser update for per-update schedules — so the lr this module predicts for an epoch
+is the lr the optimiser really uses in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from accelerate import Accelerator
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.scheduler.scheduler import Scheduler
+from torch import nn
+from torch.utils.data import DataLoader
+
+from vitkd.data import DataInfo, build_loaders
+from vitkd.engine.build import build_criterion, build_student, build_teacher
+from vitkd.engine.task import DistillationTask
+from vitkd.recipe import Recipe
+
+__all__ = [
+    "Parts",
+    "build_optimizer",
+    "build_parts",
+    "build_scheduler",
+    "build_task",
+    "current_lr",
+    "lr_per_epoch",
+    "lr_per_update",
+    "updates_in_epoch",
+]
+
+
+@dataclass
+class Parts:
+    """Everything a run of a recipe trains with. Before :meth:`prepare`, nothing is on a device."""
+
+    student: nn.Module
+    teacher: nn.Module | None
+    task: DistillationTask
+    optimizer: torch.optim.Optimizer
+    train_loader: DataLoader
+    eval_loader: DataLoader | None
+    info: DataInfo
+    scheduler: Scheduler | None = None
+
+    def prepare(self, recipe: Recipe, accelerator: Accelerator) -> Parts:
+        """Hand student, optimiser and loaders to Accelerate, move the teacher, then build the scheduler
+        (it needs the per-process number of updates per epoch, known only after sharding)."""
+        prepared = accelerator.prepare(self.student, self.optimizer, self.train_loader,
+                                       *([self.eval_loader] if self.eval_loader is not None else []))
+        self.student, self.optimizer, self.train_loader = prepared[:3]
+        if self.eval_loader is not None:
+            self.eval_loader = prepared[3]
+        if self.teacher is not None:
+            self.teacher.to(accelerator.device)
+        self.task.student = self.student
+        self.scheduler = build_scheduler(recipe, self.optimizer, updates_in_epoch(recipe, len(self.train_loader)))
+        return self
+
+
+def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """The recipe's ``optim`` section through timm's ``create_optimizer_v2``.
+
+    Note timm's names: ``sgd`` is Nesterov SGD, ``momentum`` plain momentum SGD (docs/methods.md).
+    """
+    cfg = recipe.optim
+    return create_optimizer_v2(
+        model,
+        opt=cfg.opt,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        momentum=cfg.momentum,
+        filter_bias_and_bn=cfg.filter_bias_and_bn,
+        **cfg.kwargs,
+    )
+
+
+def updates_in_epoch(recipe: Recipe, batches_per_epoch: int) -> int:
+    """Optimiser updates in an epoch of ``batches_per_epoch`` micro-batches (the last accumulation
+    window of an epoch may be short and still updates)."""
+    return -(-batches_per_epoch // recipe.train.grad_accum_steps)
+
+
+def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, updates_per_epoch: int) -> Scheduler:
+    """The recipe's ``schedule`` section through timm's ``create_scheduler_v2`` (epochs from ``train``)."""
+    cfg = recipe.schedule
+    scheduler, _ = create_scheduler_v2(
+        optimizer,
+        sched=cfg.sched,
+        num_epochs=recipe.train.epochs,
+        decay_milestones=cfg.decay_milestones,
+        decay_rate=cfg.decay_rate,
+        warmup_epochs=cfg.warmup_epochs,
+        warmup_lr=cfg.warmup_lr,
+        min_lr=cfg.min_lr,
+        step_on_epochs=cfg.step_on_epochs,
+        updates_per_epoch=updates_per_epoch,
+        **cfg.kwargs,
+    )
+    return scheduler
+
+
+def build_task(recipe: Recipe, student: nn.Module, teacher: nn.Module | None) -> DistillationTask:
+    """The recipe's ``distill`` section as a :class:`DistillationTask` around ``student`` and ``teacher``."""
+    d = recipe.distill
+    return DistillationTask(
+        student, teacher, build_criterion(d), ce_weight=d.ce_weight, kd_weight=d.kd_weight,
+        warmup_epochs=d.warmup_epochs, heads=d.heads,
+    )
+
+
+def build_parts(
+    recipe: Recipe, *, loaders: tuple[DataLoader, DataLoader | None, DataInfo] | None = None
+) -> Parts:
+    """Student, teacher, task, optimiser and loaders of ``recipe`` (not yet prepared: see :meth:`Parts.prepare`).
+
+    ``loaders``: (train, eval, info) to use instead of building them from ``recipe.data`` (benchmarks
+    feed in-memory batches; ``eval`` may be None).
+    """
+    cfg = recipe.train
+    if loaders is None:
+        loaders = build_loaders(recipe.data, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
+                                seed=cfg.seed)
+    train_loader, eval_loader, info = loaders
+    student = build_student(recipe.student, info)
+    teacher = build_teacher(recipe.teachers, info)
+    optimizer = build_optimizer(recipe, student)
+    task = build_task(recipe, student, teacher)
+    return Parts(student, teacher, task, optimizer, train_loader, eval_loader, info)
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The lr of the optimiser's unscaled group (the largest: layer-wise decay only scales groups down)."""
+    return max(group["lr"] for group in optimizer.param_groups)
+
+
+def lr_per_update(recipe: Recipe, updates_per_epoch: int) -> list[list[float]]:
+    """``[epoch][update]`` -> the lr of every optimiser update, stepping the recipe's real scheduler the way
+    the trainer does (epoch-index 0 is the 1-based epoch 1)."""
+    if updates_per_epoch < 1:
+        raise ValueError(f"updates_per_epoch must be >= 1, got {updates_per_epoch}")
+    optimizer = build_optimizer(recipe, nn.Linear(1, 1))
+    scheduler = build_scheduler(recipe, optimizer, updates_per_epoch)
+    lrs: list[list[float]] = []
+    updates = 0
+    for epoch in range(recipe.train.epochs):
+        epoch_lrs = []
+        for _ in range(updates_per_epoch):
+            epoch_lrs.append(current_lr(optimizer))
+            updates += 1
+            if not recipe.schedule.step_on_epochs:
+                scheduler.step_update(updates)
+        lrs.append(epoch_lrs)
+        scheduler.step(epoch + 1)
+    return lrs
+
+
+def lr_per_epoch(recipe: Recipe, updates_per_epoch: int = 1) -> list[float]:
+    """The lr of the first update of each epoch (index 0 = 1-based epoch 1); for per-epoch schedules the
+    lr of the whole epoch. ``updates_per_epoch`` matters only for per-update schedules."""
+    return [epoch[0] for epoch in lr_per_update(recipe, updates_per_epoch)]
