@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from torch.optim.optimizer import register_optimizer_step_pre_hook
 import yaml
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from vitkd.data import build_loaders
 from vitkd.engine import train
