@@ -29,7 +29,7 @@ def test_loads_sections_with_types_and_defaults(tmp_path):
     assert recipe.student.name == "cifar_resnet8"  # string shorthand for {name: ...}
     assert recipe.teachers[0].name == "cifar_resnet8"
     assert recipe.optim.weight_decay == pytest.approx(5e-4)  # "5e-4" is a string to PyYAML
-    assert recipe.schedule.decay_milestones == [150, 180, 210]
+    assert recipe.schedule.decay_milestones == [151, 181, 211]  # the papers' decay after 150/180/210
     assert recipe.train.epochs == 3 and recipe.train.batch_size == 16
 
 

@@ -95,7 +95,7 @@ class OptimConfig:
     does (timm's default exempts biases and norm weights).
     """
 
-    opt: str = "sgd"
+    opt: str = "momentum"  # plain momentum SGD as the papers' code; timm's "sgd" is Nesterov SGD
     lr: float = 0.05
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -108,7 +108,8 @@ class ScheduleConfig:
     """Arguments of ``timm.scheduler.create_scheduler_v2`` (epochs come from ``train.epochs``)."""
 
     sched: str = "multistep"
-    decay_milestones: list[int] = field(default_factory=lambda: [150, 180, 210])
+    # timm decays FROM the 1-based epoch a milestone names: [151, 181, 211] is the papers' "after 150/180/210"
+    decay_milestones: list[int] = field(default_factory=lambda: [151, 181, 211])
     decay_rate: float = 0.1
     warmup_epochs: int = 0
     warmup_lr: float = 1e-5
