@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 from torch import nn
 
-from vitkd.recipe import Recipe, load_recipe
+from vitkd.engine.factory import build_optimizer, lr_per_epoch
+from vitkd.recipe import load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TABLE1 = sorted((RECIPES / "cifar100/table1").glob("[!_]*.yaml"))
 TABLE2 = sorted((RECIPES / "imagenet/table2").glob("[!_]*.yaml"))
-UPDATES_PER_EPOCH = 782  # CIFAR-100 at batch 64; any count gives the same per-epoch lr for epoch steps
 
 
 def authors_lr_per_epoch(base_lr: float, stages: list[int], epochs: int) -> list[float]:
@@ -29,42 +27,9 @@ def authors_lr_per_epoch(base_lr: float, stages: list[int], epochs: int) -> list
     return [base_lr * 0.1 ** sum(epoch > stage for stage in stages) for epoch in range(1, epochs + 1)]
 
 
-def build_optimizer(recipe: Recipe) -> torch.optim.Optimizer:
-    """The recipe's optimiser on a tiny model, built with the same timm call as the trainer."""
-    return create_optimizer_v2(
-        nn.Linear(4, 3),
-        opt=recipe.optim.opt,
-        lr=recipe.optim.lr,
-        weight_decay=recipe.optim.weight_decay,
-        momentum=recipe.optim.momentum,
-        filter_bias_and_bn=recipe.optim.filter_bias_and_bn,
-        **recipe.optim.kwargs,
-    )
-
-
-def lr_per_epoch(recipe: Recipe) -> list[float]:
-    """The lr of every epoch when timm's scheduler is stepped as the trainer steps it: the first epoch runs
-    at the initial lr, then ``step(k)`` after the k-th completed epoch."""
-    optimizer = build_optimizer(recipe)
-    schedule = recipe.schedule
-    scheduler, _ = create_scheduler_v2(
-        optimizer,
-        sched=schedule.sched,
-        num_epochs=recipe.train.epochs,
-        decay_milestones=schedule.decay_milestones,
-        decay_rate=schedule.decay_rate,
-        warmup_epochs=schedule.warmup_epochs,
-        warmup_lr=schedule.warmup_lr,
-        min_lr=schedule.min_lr,
-        step_on_epochs=schedule.step_on_epochs,
-        updates_per_epoch=UPDATES_PER_EPOCH,
-        **schedule.kwargs,
-    )
-    lrs = []
-    for completed in range(1, recipe.train.epochs + 1):
-        lrs.append(optimizer.param_groups[0]["lr"])
-        scheduler.step(completed)
-    return lrs
+def optimizer_of(path: Path) -> torch.optim.Optimizer:
+    """The recipe's optimiser, built by the trainer's factory on a tiny model."""
+    return build_optimizer(load_recipe(path), nn.Linear(4, 3))
 
 
 def expected_base_lr(path: Path) -> float:
@@ -78,7 +43,7 @@ def expected_base_lr(path: Path) -> float:
 
 @pytest.mark.parametrize("path", TABLE1 + TABLE2, ids=lambda p: p.stem)
 def test_paper_recipes_use_plain_momentum_sgd(path):
-    optimizer = build_optimizer(load_recipe(path))
+    optimizer = optimizer_of(path)
     assert type(optimizer) is torch.optim.SGD
     assert optimizer.defaults["nesterov"] is False and optimizer.defaults["momentum"] == 0.9
     assert all(group["nesterov"] is False and group["momentum"] == 0.9 for group in optimizer.param_groups)
@@ -87,6 +52,7 @@ def test_paper_recipes_use_plain_momentum_sgd(path):
 @pytest.mark.parametrize("path", TABLE1 + TABLE2, ids=lambda p: p.stem)
 def test_paper_recipes_follow_the_authors_lr_per_epoch(path):
     recipe = load_recipe(path)
+    assert recipe.schedule.step_on_epochs  # the lr changes between epochs only, as the authors'
     if path in TABLE1:
         expected = authors_lr_per_epoch(expected_base_lr(path), [150, 180, 210], 240)
     else:
@@ -108,7 +74,7 @@ def test_no_recipe_uses_nesterov_sgd():
     """Every SGD recipe in the project (paper, teachers, benchmark, quickstart) uses plain momentum."""
     sgd = 0
     for path in sorted(RECIPES.rglob("[!_]*.yaml")):
-        optimizer = build_optimizer(load_recipe(path))
+        optimizer = optimizer_of(path)
         if isinstance(optimizer, torch.optim.SGD):
             sgd += 1
             assert optimizer.defaults["nesterov"] is False, f"{path.relative_to(RECIPES)} uses Nesterov SGD"
