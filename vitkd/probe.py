@@ -1,31 +1,28 @@
 """Linear probing (the paper's Fig. 4a): how well a frozen model's features transfer to another dataset.
 
 The model is frozen; every image of the probe dataset goes through ``forward_features`` and
-``forward_head(pre_logits=True)`` once (no augmentation, resized to the model's input size and
-normalised with the model's own mean/std); then a linear classifier is fitted to the cached features
-by full-batch L-BFGS (multinomial logistic regression with an L2 penalty on the weights, on
+``forward_head(pre_logits=True)`` once, through the evaluation pipeline of the model's own data config
+(input size, mean/std, crop_pct, interpolation: :func:`vitkd.export.data_config_for`), without
+augmentation; then a linear classifier is fitted to the cached features by full-batch L-BFGS (multinomial logistic regression with an L2 penalty on the weights, on
 standardised features) and scored on the evaluation split.
 
-    model = load_frozen_model("runs/cifar100/wrn_40_2-wrn_16_2_luminet/seed0/student")
-    result = linear_probe(model, probe_data_config(model, "zh-plus/tiny-imagenet", eval_split="valid"))
+    model = load_model("runs/cifar100/wrn_40_2-wrn_16_2_luminet/seed0/student")
+    result = linear_probe(model, data_config_for(model, "zh-plus/tiny-imagenet", eval_split="valid"))
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-import timm
 import torch
 import torch.nn.functional as F
-from timm.data import resolve_model_data_config
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from vitkd.data import DataConfig, build_loaders
+from vitkd.data import DataConfig, build_eval_loader
 from vitkd.engine.metrics import per_sample_stats, summarise
-from vitkd.models import create_teacher, freeze
 
 __all__ = [
     "ProbeFeatures",
@@ -33,8 +30,6 @@ __all__ = [
     "extract_features",
     "fit_linear",
     "linear_probe",
-    "load_frozen_model",
-    "probe_data_config",
     "probe_features",
 ]
 
@@ -53,41 +48,6 @@ class ProbeResult:
     num_classes: int
     num_train: int
     num_eval: int
-
-
-def load_frozen_model(
-    model: str | Path, *, arch: str | None = None, num_classes: int | None = None
-) -> nn.Module:
-    """A frozen model from an export folder (``model.safetensors`` + timm ``config.json``, e.g. a run's
-    ``student/``), a ``hf-hub:<org>/<repo>`` timm repository, or a checkpoint file of architecture
-    ``arch`` with a ``num_classes`` head (a ``.pth``/``.safetensors`` state dict)."""
-    source = str(model)
-    if source.startswith("hf-hub:"):
-        return freeze(timm.create_model(source, pretrained=True))
-    path = Path(source)
-    if (path / "config.json").is_file():
-        return freeze(timm.create_model(f"local-dir:{path}", pretrained=True))
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"model {source!r} is neither an export folder (with config.json), a checkpoint file nor "
-            "hf-hub:<org>/<repo>"
-        )
-    if arch is None or num_classes is None:
-        raise ValueError(
-            f"model {source!r} is a bare checkpoint: give its architecture and head size too "
-            "(arch='cifar_wrn_16_2', num_classes=100; on the command line --arch / --num-classes)"
-        )
-    return create_teacher(arch, num_classes=num_classes, checkpoint=path)
-
-
-def probe_data_config(model: nn.Module, source: str, **overrides: Any) -> DataConfig:
-    """The probe dataset ``source`` without augmentation, at the model's input size and channels,
-    normalised with its mean and std (all from its pretrained cfg); ``overrides`` set or replace
-    :class:`DataConfig` fields (``eval_split``, ``num_workers``, ``image_size`` ...)."""
-    cfg = resolve_model_data_config(model)
-    in_chans, _, size = cfg["input_size"]
-    fields = dict(transform="none", image_size=size, in_chans=in_chans, mean=cfg["mean"], std=cfg["std"])
-    return DataConfig(source=source, **{**fields, **overrides})
 
 
 @torch.no_grad()
@@ -154,16 +114,15 @@ class ProbeFeatures(NamedTuple):
 def probe_features(
     model: nn.Module, data: DataConfig, *, batch_size: int = 256, device: torch.device | str = "cpu"
 ) -> ProbeFeatures:
-    """Features of every image of ``data``'s training and evaluation splits (see
-    :func:`vitkd.data.build_loaders` for how the splits are chosen), each image once."""
-    if data.transform != "none" or data.two_view:
-        raise ValueError("probe data must not be augmented: build it with probe_data_config (transform none)")
-    train_loader, eval_loader, info = build_loaders(data, batch_size=batch_size)
-    # the training loader shuffles and drops the last batch; features need every sample once
-    train_loader = DataLoader(
-        train_loader.dataset, batch_size=batch_size, shuffle=False, collate_fn=train_loader.collate_fn,
-        num_workers=data.num_workers,
-    )
+    """Features of every image of ``data``'s training split (``data.train_split``) and evaluation split
+    (see :func:`vitkd.data.build_eval_loader`), each image once, both through the evaluation pipeline
+    (no augmentation; :func:`vitkd.export.data_config_for` gives the model's own)."""
+    train_split = dataclasses.replace(data, eval_split=data.train_split, max_eval_samples=None)
+    train_loader, info = build_eval_loader(train_split, batch_size=batch_size)
+    eval_loader, eval_info = build_eval_loader(data, batch_size=batch_size)
+    if eval_info.class_names != info.class_names:
+        raise ValueError(f"the splits of {data.source!r} have different classes: {info.class_names} vs "
+                         f"{eval_info.class_names}")
     return ProbeFeatures(
         *extract_features(model, train_loader, device), *extract_features(model, eval_loader, device),
         num_classes=info.num_classes,

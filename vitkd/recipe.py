@@ -161,12 +161,17 @@ class PaperConfig:
 
 @dataclass
 class HubConfig:
-    """Push the exported student to the Hugging Face Hub at the end of training (main process only)."""
+    """Push the exported student to the Hugging Face Hub at the end of training (main process only).
+
+    ``license``: the Hub licence id written into the model card (e.g. ``mit``, ``cc-by-nc-4.0``: the
+    weights may inherit the terms of the teacher's or the dataset's licence).
+    """
 
     repo_id: str | None = None
     push: bool = False
     private: bool = False
     revision: str | None = None
+    license: str = "apache-2.0"
 
 
 @dataclass

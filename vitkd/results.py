@@ -1,96 +1,46 @@
-"""Results tables from finished run folders, like the paper's Table 1 with one row per (pair, method).
+"""Results tables from finished runs, like the paper's Table 1 with one row per (pair, method).
 
-A run folder (layout in :mod:`vitkd.engine.run_files`) holds the fully resolved ``recipe.yaml`` and a
-``summary.json`` with the best and last epochs' metrics and which of them is the result
-(``train.report``). Runs are grouped by experiment: first by (dataset, teacher(s), student, method),
-then by every other setting that can change the result, so runs that differ only in ``train.seed``
-(and their folder) are averaged, while e.g. a temperature sweep gives one row per temperature,
-labelled with the settings that tell the rows apart. Each row reports the mean ± sample standard
-deviation over seeds of the top-1 (%) and ECE (%) of each run's reported epoch, the difference to
-KD trained under the same settings (the paper's Δ), and the published top-1 of the recipe's
-``paper`` section beside ours.
+A consumer of :mod:`vitkd.run_folder`: it takes :class:`~vitkd.run_folder.RunRecord` s (the reported
+epoch's metrics and the typed recipe of each run) and does no IO. Runs are grouped by experiment
+(:func:`vitkd.run_folder.experiment_settings`: equal settings up to the seed, folder and logging
+cadence), so seeds are averaged while e.g. a temperature sweep gives one row per temperature, labelled
+with the settings that tell the rows of one (dataset, teacher, student, method) apart. Each row reports
+the mean ± sample standard deviation over seeds of top-1, top-5 and ECE (%) at each run's reported
+epoch, the difference to KD trained under the same settings (the paper's Δ), and the published top-1
+of the recipe's ``paper`` section beside ours.
 
-    rows = aggregate([read_run(p) for p in find_run_dirs(["runs/cifar100/*"])])
+    rows = aggregate([read_run(p) for p in find_runs(["runs/cifar100/*"])])
     print(to_markdown(rows))
+
+Why ``statistics`` and not a pandas ``groupby``: a group needs its runs (recipe, folders, variant
+label), not only numbers, and the means are over a handful of seeds.
 """
 
 from __future__ import annotations
 
-import csv
-import glob
-import json
-import logging
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from pathlib import Path
-from typing import Any
 
-import yaml
-
-from vitkd.recipe import Recipe, recipe_from_dict, recipe_to_dict
+from vitkd.run_folder import RunRecord, matches
 
 __all__ = [
+    "CSV_FIELDS",
     "ResultRow",
-    "RunResult",
     "aggregate",
-    "find_run_dirs",
-    "read_run",
+    "format_mean_std",
+    "format_signed",
+    "mean_std",
+    "to_csv",
     "to_markdown",
-    "write_csv",
 ]
 
-logger = logging.getLogger(__name__)
-
-SUMMARY_FILE = "summary.json"
-RECIPE_FILE = "recipe.yaml"
-
-# Settings that never change a run's result: left out when deciding which runs are the same experiment.
-_NOT_THE_EXPERIMENT = (
-    "name",
-    "train.seed",
-    "train.output_dir",
-    "train.log_every",
-    "train.log_with",
-    "train.checkpoint_every",
-    "train.checkpoint_every_steps",
-    "train.keep_checkpoints",
-    "train.eval_batch_size",
-    "train.cpu",
-    "data.num_workers",
-    "data.persistent_workers",
-    "data.pin_memory",
-    "data.cache_dir",
-    "paper.notes",
-    "hub.",
-)
 # Settings that may differ between a method and the KD run it is compared with (Δ vs KD).
 _METHOD_SETTINGS = ("distill.", "paper.", "data.two_view")
 # Method order within a teacher → student pair, as in the paper's tables: student alone, KD, ...,
 # LumiNet last; methods not listed come in between, alphabetically.
 _FIRST_METHODS = ("none", "kd")
 _LAST_METHODS = ("luminet",)
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """One finished run: its folder, resolved recipe and the metrics of the epoch its recipe reports.
-
-    ``metrics`` holds ``top1``/``top5``/``ece`` (%), ``nll`` (nats) and ``epoch``; ``teacher_top1`` is
-    the teacher's top-1 (%) on the same evaluation set, when the run measured it.
-    """
-
-    path: Path
-    recipe: Recipe
-    metrics: dict[str, float]
-    teacher_top1: float | None = None
-
-    @cached_property
-    def settings(self) -> dict[str, str]:
-        """The recipe flattened to ``{"section.key": JSON value}``, minus what cannot change the result."""
-        flat = _flatten(recipe_to_dict(self.recipe))
-        return {k: v for k, v in flat.items() if not _matches(k, _NOT_THE_EXPERIMENT)}
 
 
 @dataclass
@@ -114,6 +64,8 @@ class ResultRow:
     n: int
     top1_mean: float
     top1_std: float | None
+    top5_mean: float | None
+    top5_std: float | None
     ece_mean: float | None
     ece_std: float | None
     published: float | None
@@ -126,69 +78,13 @@ class ResultRow:
         return None if self.published is None else self.top1_mean - self.published
 
 
-# ----------------------------------------------------------------------------- reading run folders
-
-
-def find_run_dirs(patterns: Iterable[str | Path]) -> list[Path]:
-    """Finished run folders (those with a ``summary.json``) named by, or found below, ``patterns``.
-
-    Each pattern is a folder or a glob (``runs/cifar100/*_kd``, ``runs/**/seed*``); a folder that is not
-    itself a run is searched recursively. Folders with a ``recipe.yaml`` but no ``summary.json`` are
-    unfinished runs: skipped with a warning. Raises FileNotFoundError for a pattern that finds no run.
-    """
-    found: dict[Path, None] = {}  # ordered set
-    for pattern in map(str, patterns):
-        matches = [Path(p) for p in sorted(glob.glob(pattern, recursive=True))]
-        runs = [run for match in matches if match.is_dir() for run in _runs_below(match)]
-        if not runs:
-            raise FileNotFoundError(
-                f"no finished run folder (one with {SUMMARY_FILE}) matches or lies below {pattern!r}"
-            )
-        found.update(dict.fromkeys(runs))
-    return list(found)
-
-
-def _runs_below(folder: Path) -> list[Path]:
-    if (folder / SUMMARY_FILE).is_file():
-        return [folder]
-    for recipe_file in sorted(folder.rglob(RECIPE_FILE)):
-        if not (recipe_file.parent / SUMMARY_FILE).is_file():
-            logger.warning("skipping %s: no %s yet (unfinished run)", recipe_file.parent, SUMMARY_FILE)
-    return sorted(p.parent for p in folder.rglob(SUMMARY_FILE))
-
-
-def read_run(path: str | Path) -> RunResult:
-    """Read one run folder; errors name the folder and the missing or malformed file."""
-    path = Path(path)
-    summary = _read_file(path / SUMMARY_FILE, json.loads)
-    raw_recipe = _read_file(path / RECIPE_FILE, yaml.safe_load)
-    recipe = recipe_from_dict(raw_recipe)
-    report = summary.get("report")
-    if report not in ("best", "last"):
-        raise ValueError(f"{path / SUMMARY_FILE}: 'report' must be 'best' or 'last', got {report!r}")
-    metrics = summary.get(report)
-    if not isinstance(metrics, Mapping) or "top1" not in metrics:
-        raise ValueError(f"{path / SUMMARY_FILE}: it reports the {report!r} epoch but has no metrics for it")
-    teacher = summary.get("teacher") or {}
-    return RunResult(path, recipe, dict(metrics), teacher.get("top1"))
-
-
-def _read_file(path: Path, parse: Any) -> Any:
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: is {path.parent} a finished vitkd run folder?")
-    try:
-        return parse(path.read_text())
-    except (ValueError, yaml.YAMLError) as err:
-        raise ValueError(f"{path} cannot be parsed: {err}") from err
-
-
 # ----------------------------------------------------------------------------- grouping
 
 
-def aggregate(runs: Sequence[RunResult]) -> list[ResultRow]:
+def aggregate(runs: Sequence[RunRecord]) -> list[ResultRow]:
     """One :class:`ResultRow` per experiment (runs with equal settings up to the seed), sorted by
     dataset, student (alone first), teacher, then method in the paper's order (KD, …, LumiNet)."""
-    experiments: dict[tuple[str, ...], list[RunResult]] = {}
+    experiments: dict[tuple[str, ...], list[RunRecord]] = {}
     for run in runs:
         experiments.setdefault(_experiment_key(run.settings), []).append(run)
     groups = list(experiments.values())
@@ -199,18 +95,18 @@ def aggregate(runs: Sequence[RunResult]) -> list[ResultRow]:
     return sorted(rows, key=_sort_key)
 
 
-def _experiment_key(settings: Mapping[str, str]) -> tuple[str, ...]:
+def _experiment_key(settings: dict[str, str]) -> tuple[str, ...]:
     return tuple(f"{k}={v}" for k, v in sorted(settings.items()))
 
 
-def _pair(run: RunResult) -> tuple[str, str, str, str]:
+def _pair(run: RunRecord) -> tuple[str, str, str, str]:
     """(dataset, teacher label, student, method): the first level of grouping."""
     r = run.recipe
     teacher = " + ".join(t.name for t in r.teachers) or "—"
     return r.data.source, teacher, r.student.name, r.distill.method
 
 
-def _variant(run: RunResult, groups: Sequence[list[RunResult]]) -> str:
+def _variant(run: RunRecord, groups: Sequence[list[RunRecord]]) -> str:
     """The non-paper settings in which ``run``'s experiment differs from others of the same pair/method."""
     siblings = [g[0].settings for g in groups if _pair(g[0]) == _pair(run)]
     mine = run.settings
@@ -219,12 +115,13 @@ def _variant(run: RunResult, groups: Sequence[list[RunResult]]) -> str:
     return ", ".join(f"{k}={mine.get(k, '—')}" for k in differing)
 
 
-def _row(group: list[RunResult], variant: str) -> ResultRow:
+def _row(group: list[RunRecord], variant: str) -> ResultRow:
     first = group[0]
     dataset, teacher, student, method = _pair(first)
-    top1 = [r.metrics["top1"] for r in group]
-    ece = [r.metrics["ece"] for r in group if "ece" in r.metrics]
     teacher_top1 = [r.teacher_top1 for r in group if r.teacher_top1 is not None]
+    top1_mean, top1_std = mean_std([r.metrics["top1"] for r in group])
+    top5_mean, top5_std = _metric_mean_std(group, "top5")
+    ece_mean, ece_std = _metric_mean_std(group, "ece")
     paper = first.recipe.paper
     return ResultRow(
         dataset=dataset,
@@ -235,25 +132,34 @@ def _row(group: list[RunResult], variant: str) -> ResultRow:
         paper=", ".join(p for p in (paper.table, paper.row) if p),
         report=first.recipe.train.report,
         n=len(group),
-        top1_mean=statistics.fmean(top1),
-        top1_std=_std(top1),
-        ece_mean=statistics.fmean(ece) if ece else None,
-        ece_std=_std(ece),
+        top1_mean=top1_mean,
+        top1_std=top1_std,
+        top5_mean=top5_mean,
+        top5_std=top5_std,
+        ece_mean=ece_mean,
+        ece_std=ece_std,
         published=paper.published_top1,
         teacher_top1=statistics.fmean(teacher_top1) if teacher_top1 else None,
         runs=[str(r.path) for r in group],
     )
 
 
-def _std(values: Sequence[float]) -> float | None:
-    """Sample standard deviation (n − 1), None below two values."""
-    return statistics.stdev(values) if len(values) > 1 else None
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """(mean, sample standard deviation with n − 1); the std is None below two values, both for none."""
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
-KDRows = Sequence[tuple[ResultRow, RunResult]]
+def _metric_mean_std(group: Sequence[RunRecord], key: str) -> tuple[float | None, float | None]:
+    """:func:`mean_std` of ``key`` over the runs that recorded it (an older run may lack e.g. ``ece``)."""
+    return mean_std([r.metrics[key] for r in group if key in r.metrics])
 
 
-def _delta_vs_kd(row: ResultRow, run: RunResult, kd_rows: KDRows) -> float | None:
+KDRows = Sequence[tuple[ResultRow, RunRecord]]
+
+
+def _delta_vs_kd(row: ResultRow, run: RunRecord, kd_rows: KDRows) -> float | None:
     """Top-1 difference to the KD experiment of the same pair whose settings equal ``run``'s outside the
     method's own (``distill``, ``paper``, ``data.two_view``); None for KD itself, or without such a run."""
     if row.method in ("kd", "none"):
@@ -264,8 +170,8 @@ def _delta_vs_kd(row: ResultRow, run: RunResult, kd_rows: KDRows) -> float | Non
     return None
 
 
-def _context(run: RunResult) -> dict[str, str]:
-    return {k: v for k, v in run.settings.items() if not _matches(k, _METHOD_SETTINGS)}
+def _context(run: RunRecord) -> dict[str, str]:
+    return {k: v for k, v in run.settings.items() if not matches(k, _METHOD_SETTINGS)}
 
 
 def _sort_key(row: ResultRow) -> tuple:
@@ -277,22 +183,6 @@ def _sort_key(row: ResultRow) -> tuple:
         rank = len(_FIRST_METHODS)
     alone_first = row.teacher != "—"  # a student trained alone heads the rows of that student's teachers
     return row.dataset, row.student, alone_first, row.teacher, rank, row.method, row.paper, row.variant
-
-
-def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mappings -> ``{"a.b": JSON text}``; lists (e.g. a teacher ensemble) stay one value."""
-    flat: dict[str, str] = {}
-    for key, value in data.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = json.dumps(value, sort_keys=True)
-    return flat
-
-
-def _matches(key: str, patterns: Sequence[str]) -> bool:
-    """``key`` equals a pattern, or lies below one ending in ``.``."""
-    return any(key == p or (p.endswith(".") and key.startswith(p)) for p in patterns)
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -361,16 +251,14 @@ def format_signed(value: float | None, empty: str = "") -> str:
 
 CSV_FIELDS = (
     "dataset", "teacher", "student", "method", "variant", "paper", "report", "n", "top1_mean", "top1_std",
-    "delta_kd", "published", "diff_published", "ece_mean", "ece_std", "teacher_top1", "runs",
+    "delta_kd", "published", "diff_published", "top5_mean", "top5_std", "ece_mean", "ece_std", "teacher_top1",
+    "runs",
 )
 
 
-def write_csv(rows: Sequence[ResultRow], path: str | Path) -> None:
-    """The rows as CSV (numbers unrounded; empty cells for missing values; runs joined by ``;``)."""
-    with Path(path).open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS)
-        writer.writeheader()
-        for row in rows:
-            values = {name: getattr(row, name) for name in CSV_FIELDS}
-            values["runs"] = ";".join(row.runs)
-            writer.writerow({k: "" if v is None else v for k, v in values.items()})
+def to_csv(rows: Sequence[ResultRow]) -> str:
+    """The rows as CSV text (numbers unrounded; empty cells for missing values; runs joined by ``;``)."""
+    import pandas as pd  # only tables need it: keeps `import vitkd.results` light
+
+    records = [{name: getattr(row, name) for name in CSV_FIELDS} | {"runs": ";".join(row.runs)} for row in rows]
+    return pd.DataFrame.from_records(records, columns=list(CSV_FIELDS)).to_csv(index=False)

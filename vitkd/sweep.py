@@ -13,6 +13,7 @@ interrupted sweep continues where it stopped when started again; runs whose fold
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import re
 import shlex
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vitkd.recipe import load_recipe
+from vitkd.run_folder import is_finished
 
 __all__ = ["SweepRun", "parse_grid", "plan_sweep", "run_sweep"]
 
@@ -75,8 +77,7 @@ def plan_sweep(
         for seed in seeds:
             sets = [*overrides, *(f"{k}={v}" for k, v in point.items()), f"train.seed={seed}"]
             resolved = load_recipe(recipe, sets)
-            name = resolved.name + _point_tag(point)
-            output_dir = Path(resolved.train.output_dir.format(name=name, seed=seed))
+            output_dir = dataclasses.replace(resolved, name=resolved.name + _point_tag(point)).run_dir()
             runs.append(SweepRun(seed, point, output_dir, (*sets, f"train.output_dir={output_dir}")))
     _check_distinct_folders(runs)
     return runs
@@ -121,7 +122,7 @@ def run_sweep(
     """
     commands = []
     for run in runs:
-        if (run.output_dir / "summary.json").is_file():
+        if is_finished(run.output_dir):
             echo(f"# done, skipped: {run.output_dir}")
             continue
         cmd = run.command(recipe, script, launcher)

@@ -1,6 +1,6 @@
 """The accuracy benchmark: the ``recipes/bench`` methods over seeds, trained by the real engine.
 
-Run folders (the engine's own layout, :mod:`vitkd.engine.run_files`) live under one benchmark folder::
+Run folders (the engine's own layout, :mod:`vitkd.run_folder`) live under one benchmark folder::
 
     <out>/runs/teacher/                 the teacher, trained once and reused
     <out>/runs/<method>/seed<seed>/     one student run per method and seed
@@ -24,7 +24,8 @@ from pathlib import Path
 
 from vitkd.benchmark.report import markdown_table
 from vitkd.recipe import load_recipe
-from vitkd.results import ResultRow, aggregate, format_mean_std, format_signed, read_run
+from vitkd.results import ResultRow, aggregate, format_mean_std, format_signed
+from vitkd.run_folder import RunFolder, is_finished, read_run
 
 __all__ = [
     "METHODS",
@@ -59,7 +60,7 @@ def train_or_reuse(recipe_path: str | Path, run_dir: str | Path, overrides: Sequ
     is already there; return the wall-clock seconds of the training (the recorded ones when reused,
     None if none were recorded)."""
     run_dir = Path(run_dir)
-    if (run_dir / "summary.json").is_file():
+    if is_finished(run_dir):
         return _recorded_wall_time(run_dir)
     from vitkd.engine import train  # the engine pulls in Accelerate: only when something trains
 
@@ -81,10 +82,9 @@ def _recorded_wall_time(run_dir: Path) -> float | None:
 
 def read_curve(run_dir: str | Path, key: str = "top1") -> list[float]:
     """``key`` after each evaluation of a run, in epoch order, from its ``metrics.jsonl``."""
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: is {path.parent} a finished vitkd run folder?")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = RunFolder(run_dir).read_metrics()
+    if not records:
+        raise FileNotFoundError(f"{run_dir} has no evaluations in its metrics log: is it a finished vitkd run folder?")
     return [r[key] for r in sorted(records, key=lambda r: r["epoch"])]
 
 

@@ -111,7 +111,14 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DataInfo:
-    """What the model side needs to know about the data ``build_loaders`` produced."""
+    """What the model side needs to know about the data ``build_loaders`` produced.
+
+    Besides the classes, it carries the evaluation pipeline's preprocessing in timm's terms
+    (:attr:`data_config`), so that the export's ``pretrained_cfg``, the model card, evaluation and the
+    linear probe use the protocol the student was evaluated with: ``image_size`` (pixels, square),
+    ``mean``/``std`` per channel of the [0, 1] input, ``crop_pct`` (centre-crop fraction after resizing
+    the shorter side to ``image_size / crop_pct``; 1.0 = no crop), ``crop_mode`` and ``interpolation``.
+    """
 
     num_classes: int
     class_names: list[str]
@@ -119,3 +126,23 @@ class DataInfo:
     in_chans: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    crop_pct: float = 1.0
+    crop_mode: str = "center"
+    interpolation: str = "bilinear"
+
+    @property
+    def input_size(self) -> tuple[int, int, int]:
+        """(C, H, W) of one evaluation image, in pixels."""
+        return self.in_chans, self.image_size, self.image_size
+
+    @property
+    def data_config(self) -> dict:
+        """timm's data config of the evaluation pipeline (the keys of ``resolve_model_data_config``)."""
+        return {
+            "input_size": self.input_size,
+            "mean": tuple(self.mean),
+            "std": tuple(self.std),
+            "crop_pct": self.crop_pct,
+            "crop_mode": self.crop_mode,
+            "interpolation": self.interpolation,
+        }

@@ -28,7 +28,7 @@ from vitkd.data.sources import (
     standardise,
     unlabelled_count,
 )
-from vitkd.data.transforms import build_transforms
+from vitkd.data.transforms import build_transforms, eval_crop
 
 # Seed of the evaluation subset (max_eval_samples): fixed, so runs with different seeds see the same images.
 EVAL_SUBSET_SEED = 0
@@ -122,6 +122,7 @@ def _loader(
 
 
 def _data_info(cfg: DataConfig, class_names: list[str]) -> DataInfo:
+    crop_pct, crop_mode, interpolation = eval_crop(cfg)
     return DataInfo(
         num_classes=len(class_names),
         class_names=list(class_names),
@@ -129,6 +130,9 @@ def _data_info(cfg: DataConfig, class_names: list[str]) -> DataInfo:
         in_chans=cfg.in_chans,
         mean=cfg.effective_mean,
         std=cfg.effective_std,
+        crop_pct=crop_pct,
+        crop_mode=crop_mode,
+        interpolation=interpolation,
     )
 
 

@@ -89,13 +89,21 @@ def _normalised_tensor(cfg: DataConfig) -> list[Callable]:
     ]
 
 
+INTERPOLATION = "bilinear"  # of every resize, in training and evaluation
+
+
+def eval_crop(cfg: DataConfig) -> tuple[float, str, str]:
+    """(crop_pct, crop_mode, interpolation) of :func:`eval_pipeline`, in timm's data-config terms."""
+    return (DEFAULT_CROP_PCT if cfg.transform == "imagenet" else 1.0), "center", INTERPOLATION
+
+
 def _timm_transform(cfg: DataConfig, *, is_training: bool) -> Any:
     size = cfg.effective_image_size
     return create_transform(
         input_size=(cfg.in_chans, size, size),
         is_training=is_training,
         color_jitter=None,
-        interpolation="bilinear",
+        interpolation=INTERPOLATION,
         crop_pct=DEFAULT_CROP_PCT,
         mean=cfg.effective_mean,
         std=cfg.effective_std,

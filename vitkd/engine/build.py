@@ -9,7 +9,7 @@ from torch import nn
 
 from vitkd.data import DataInfo
 from vitkd.losses import build_loss
-from vitkd.models import create_student, create_teacher, export_spec
+from vitkd.models import create_student, create_teacher
 from vitkd.recipe import DistillConfig, ModelConfig, Recipe
 
 __all__ = ["build_criterion", "build_student", "build_teacher", "export_run_student"]
@@ -51,10 +51,5 @@ def export_run_student(accelerator: Accelerator, student: nn.Module, recipe: Rec
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        architecture, model_args = export_spec(recipe.student.name, **recipe.student.kwargs)
-        export_student(
-            accelerator.unwrap_model(student), out_dir, architecture=architecture, model_args=model_args,
-            num_classes=info.num_classes, in_chans=info.in_chans, label_names=info.class_names,
-            mean=info.mean, std=info.std, input_size=(info.in_chans, info.image_size, info.image_size),
-        )
+        export_student(accelerator.unwrap_model(student), out_dir, recipe.student, info)
     accelerator.wait_for_everyone()

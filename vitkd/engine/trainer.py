@@ -142,7 +142,7 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
     if accelerator.is_main_process:
         run_files.write_json(run_dir / "summary.json", summary)
         if recipe.hub.push:
-            from vitkd.hub import push_to_hub
+            from vitkd.model_hub import push_to_hub
 
             push_to_hub(run_dir, recipe.hub.repo_id, private=recipe.hub.private, revision=recipe.hub.revision)
     accelerator.end_training()

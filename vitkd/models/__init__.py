@@ -11,7 +11,6 @@ from vitkd.models import (  # noqa: F401  (imported to register their models wit
     cifar_wrn,
     vit,
 )
-from vitkd.models.export import export_spec
 from vitkd.models.teacher import create_student, create_teacher, freeze
 from vitkd.models.vit import VIT_EXPORT_ARCH
 from vitkd.models.weights import CheckpointMismatchError, LoadReport, load_weights, read_state_dict
@@ -51,7 +50,6 @@ __all__ = [
     "LoadReport",
     "create_student",
     "create_teacher",
-    "export_spec",
     "freeze",
     "load_weights",
     "read_state_dict",

@@ -10,7 +10,7 @@
 
 The models differ from timm's ``vit_small_patch16_224`` / ``vit_tiny_patch16_224`` only in geometry,
 so :data:`VIT_EXPORT_ARCH` names that timm architecture and the arguments rebuilding each of them with
-plain timm (what :func:`vitkd.models.export.export_spec` records for exported checkpoints).
+plain timm (what :func:`vitkd.export.export_spec` records for exported checkpoints).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Push an exported student (or a training run's reported student) to the Hugging Face Hub.
+"""Model Hub upload: push an exported student (or a training run's reported student) to the Hugging Face Hub.
+
+(Datasets from the Hub are :mod:`vitkd.data.hub`'s business.)
 
 The repository receives exactly ``model.safetensors``, ``config.json`` and ``README.md``, so anyone can
 load it with ``timm.create_model('hf-hub:<owner>/<name>', pretrained=True)``.
@@ -20,8 +22,9 @@ from huggingface_hub import HfApi, constants, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from vitkd import __version__
-from vitkd.export import EXPORT_FILES
-from vitkd.model_card import read_export_config, read_run, render_export_card, render_model_card
+from vitkd.export import EXPORT_FILES, read_export_config
+from vitkd.model_card import render_export_card, render_model_card
+from vitkd.run_folder import is_finished, read_run
 
 README = "README.md"
 
@@ -96,16 +99,13 @@ def _prepare(folder: Path, repo_id: str) -> tuple[Path, str, str]:
     """(export folder to upload, README text, default commit message) for a run or an export folder."""
     if not folder.is_dir():
         raise HubPushError(f"{folder} is not a folder; pass a training run folder or an export folder.")
-    if (folder / "summary.json").is_file():
+    if is_finished(folder):
         run = read_run(folder)
-        export_dir = run.export_dir
-        _check_export_files(export_dir)
-        card = render_model_card([folder], repo_id=repo_id)
-        method = run.recipe.get("distill", {}).get("method")
-        message = (
-            f"Add {read_export_config(export_dir)['architecture']} student distilled with {method} (vitkd)"
-        )
-        return export_dir, card, message
+        _check_export_files(run.export_dir)
+        card = render_model_card([run], repo_id=repo_id)
+        architecture = read_export_config(run.export_dir)["architecture"]
+        message = f"Add {architecture} student distilled with {run.recipe.distill.method} (vitkd)"
+        return run.export_dir, card, message
     _check_export_files(folder)
     message = f"Add {read_export_config(folder)['architecture']} export (vitkd)"
     return folder, render_export_card(folder, repo_id=repo_id), message
