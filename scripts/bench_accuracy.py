@@ -21,8 +21,9 @@ import torch
 
 from vitkd.benchmark import accuracy, plots
 from vitkd.benchmark.report import machine_info, write_outputs
+from vitkd.cli import add_overrides_argument, user_errors
 from vitkd.recipe import load_recipe
-from vitkd.results import read_run
+from vitkd.run_folder import read_run
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "bench"
 
@@ -56,9 +57,11 @@ def main() -> None:
     parser.add_argument("--recipes", type=Path, default=RECIPES, help="folder of teacher.yaml and <method>.yaml")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 resists "
                         "other jobs on a shared machine far better)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="recipe override for every run (repeatable)")
+    add_overrides_argument(parser)  # applied to every run
     args = parser.parse_args()
+    with user_errors(parser, FileNotFoundError):  # every recipe with the overrides, before anything trains
+        for name in ["teacher", *args.methods]:
+            load_recipe(args.recipes / f"{name}.yaml", args.overrides)
     if args.threads:
         torch.set_num_threads(args.threads)
 

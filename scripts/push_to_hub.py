@@ -1,41 +1,9 @@
-"""Push a distilled student to the Hugging Face Hub.
+#!/usr/bin/env python
+"""Push a distilled student to the Hugging Face Hub. Same as ``vitkd push-to-hub``: see vitkd/commands/push_to_hub.py."""
 
-    python scripts/push_to_hub.py runs/r32x4_r8x4_luminet --repo-id alice/resnet8x4-luminet
+import sys
 
-Pushes a run folder's reported student (with a model card rendered from the run) or a bare export
-folder; see ``vitkd.hub.push_to_hub``. The token comes from ``hf auth login`` or HF_TOKEN.
-"""
-
-from __future__ import annotations
-
-import argparse
-from pathlib import Path
-
-from vitkd.hub import HubPushError, push_to_hub
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("folder", type=Path, help="training run folder or export folder")
-    parser.add_argument("--repo-id", required=True, help="Hub model repository, 'owner/name'")
-    parser.add_argument("--private", action="store_true", help="create the repository private")
-    parser.add_argument("--revision", help="branch to commit to (created if missing)")
-    parser.add_argument("--commit-message", help="commit message (default names the architecture)")
-    args = parser.parse_args(argv)
-    try:
-        url = push_to_hub(
-            args.folder,
-            args.repo_id,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.commit_message,
-        )
-    except HubPushError as err:
-        parser.exit(2, f"error: {err}\n")
-    print(url)
-
+from vitkd.commands.push_to_hub import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -12,3 +12,59 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------- run folders from the real engine
+
+BASE_RECIPE = """\
+name: fixture
+data: {source: digits, transform: none, image_size: 16, num_workers: 0, persistent_workers: false,
+       train_fraction: 0.2, max_eval_samples: 100}
+teacher: {name: cifar_resnet8, checkpoint: TEACHER}
+student: cifar_resnet8
+distill: {method: kd, kwargs: {temperature: 4.0}}
+optim: {lr: 0.05}
+schedule: {sched: multistep, decay_milestones: [100]}
+train: {epochs: 2, batch_size: 16, checkpoint_every: 0, log_every: 100, cpu: true}
+"""
+
+
+@pytest.fixture(scope="session")
+def make_run(tmp_path_factory):
+    """``make_run(*sets, seed=0) -> Path``: a finished run folder written by ``vitkd.engine.train``.
+
+    The run distils an untrained ``cifar_resnet8`` teacher into a ``cifar_resnet8`` student on 20 % of
+    scikit-learn's digits at 16 px for two short epochs (about a second); ``sets`` are ``--set`` overrides
+    of that recipe (e.g. ``"distill.method=luminet"``, ``"train.report=last"``). Runs are cached for the
+    session: the same arguments give the same folder, so treat it as read-only (copy it to modify it).
+    """
+    import timm
+    from safetensors.torch import save_file
+
+    from vitkd.engine import train
+    from vitkd.recipe import load_recipe
+
+    root = tmp_path_factory.mktemp("runs")
+    torch.manual_seed(123)
+    teacher = root / "teacher.safetensors"
+    save_file(timm.create_model("cifar_resnet8", num_classes=10).state_dict(), str(teacher))
+    recipe_file = root / "fixture.yaml"
+    recipe_file.write_text(BASE_RECIPE.replace("TEACHER", str(teacher)))
+    cache: dict[tuple, object] = {}
+    experiments: dict[tuple, int] = {}  # sets -> folder number
+
+    def make(*sets: str, seed: int = 0):
+        key = (sets, seed)
+        if key not in cache:
+            out = root / f"experiment{experiments.setdefault(sets, len(experiments))}" / f"seed{seed}"
+            recipe = load_recipe(recipe_file, [*sets, f"train.seed={seed}", f"train.output_dir={out}"])
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                train(recipe, command=f"scripts/distill.py --recipe fixture.yaml --set train.seed={seed}")
+            finally:
+                torch.set_num_threads(threads)
+            cache[key] = out
+        return cache[key]
+
+    return make

@@ -43,6 +43,7 @@ __all__ = [
     "data_config_for",
     "export_spec",
     "export_student",
+    "is_export",
     "load_model",
     "read_export_config",
     "write_export",
@@ -265,6 +266,12 @@ def read_export_config(export_dir: str | Path) -> dict:
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path} is missing; export the student with vitkd.export.export_student.")
     return json.loads(config_path.read_text(encoding="utf-8"))
+
+
+def is_export(source: str | Path) -> bool:
+    """Whether ``source`` is an export that records its own architecture and data config: a folder with
+    ``config.json`` or a ``hf-hub:<org>/<repo>`` timm repository."""
+    return str(source).startswith("hf-hub:") or (Path(source) / "config.json").is_file()
 
 
 def load_model(

@@ -6,9 +6,9 @@ seeds. Every planned run is validated (by loading the recipe with its overrides)
 and gets ``train.seed`` and its own ``train.output_dir``: the recipe's ``output_dir`` template with
 ``{name}`` extended by the grid point, e.g. ``runs/cifar100/<name>_temperature=2/seed0``.
 
-Runs go one after another through ``scripts/distill.py`` subprocesses (``--resume auto``), so an
-interrupted sweep continues where it stopped when started again; runs whose folder already holds a
-``summary.json`` are skipped.
+Runs go one after another through ``<launcher> -m vitkd.commands.distill`` subprocesses (``--resume
+auto``; the launcher is ``python`` or e.g. ``accelerate launch``), so an interrupted sweep continues
+where it stopped when started again; finished runs (:func:`vitkd.run_folder.is_finished`) are skipped.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from pathlib import Path
 from vitkd.recipe import load_recipe
 from vitkd.run_folder import is_finished
 
-__all__ = ["SweepRun", "parse_grid", "plan_sweep", "run_sweep"]
+__all__ = ["DISTILL_MODULE", "SweepRun", "parse_grid", "plan_sweep", "run_sweep"]
+
+DISTILL_MODULE = "vitkd.commands.distill"  # what each run executes, as `<launcher> -m DISTILL_MODULE ...`
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,10 @@ class SweepRun:
     output_dir: Path
     overrides: tuple[str, ...]
 
-    def command(self, recipe: str | Path, script: str | Path, launcher: Sequence[str]) -> list[str]:
-        """``launcher script --recipe R --set ... --resume auto`` as an argument list."""
+    def command(self, recipe: str | Path, launcher: Sequence[str]) -> list[str]:
+        """``launcher -m vitkd.commands.distill --recipe R --set ... --resume auto`` as an argument list."""
         sets = [arg for override in self.overrides for arg in ("--set", override)]
-        return [*launcher, str(script), "--recipe", str(recipe), *sets, "--resume", "auto"]
+        return [*launcher, "-m", DISTILL_MODULE, "--recipe", str(recipe), *sets, "--resume", "auto"]
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, list[str]]:
@@ -110,7 +112,6 @@ def run_sweep(
     runs: Sequence[SweepRun],
     recipe: str | Path,
     *,
-    script: str | Path,
     launcher: Sequence[str] = (sys.executable,),
     dry_run: bool = False,
     echo: Callable[[str], None] = print,
@@ -125,7 +126,7 @@ def run_sweep(
         if is_finished(run.output_dir):
             echo(f"# done, skipped: {run.output_dir}")
             continue
-        cmd = run.command(recipe, script, launcher)
+        cmd = run.command(recipe, launcher)
         echo(shlex.join(cmd))
         if not dry_run:
             execute(cmd)

@@ -1,0 +1,4 @@
+"""One module per ``vitkd`` subcommand (see :data:`vitkd.cli.COMMANDS`), each with ``main(argv, prog)``.
+
+``scripts/<command>.py`` in a source checkout call the same ``main``.
+"""
