@@ -1,19 +1,24 @@
-"""vitkd.hub.push_to_hub against a stand-in HfApi at the network boundary (nothing leaves the machine)."""
+"""vitkd.model_hub.push_to_hub against a stand-in HfApi at the network boundary (nothing leaves the machine).
+
+Run folders come from the real engine (the ``make_run`` fixture), copied so that tests may break them.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 import pytest
 from huggingface_hub import CommitInfo, RepoUrl, constants
-from test_export import export_tiny_vit
-from test_model_card import REPO_ID, make_recipe, metrics, write_run
 
-from vitkd.hub import HubPushError, push_to_hub
+from vitkd.cli import main as vitkd_main
 from vitkd.model_card import render_export_card, render_model_card
+from vitkd.model_hub import HubPushError, push_to_hub
+from vitkd.run_folder import read_run
+
+REPO_ID = "alice/resnet8-kd"
 
 UPLOADED = ["README.md", "config.json", "model.safetensors"]
 
@@ -68,22 +73,16 @@ def online(monkeypatch, tmp_path):
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
 
 
-@pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("exports")
-    return {"last": export_tiny_vit(root / "last", seed=0), "best": export_tiny_vit(root / "best", seed=1)}
+@pytest.fixture
+def run(tmp_path, make_run) -> Path:
+    """A copy of a finished run that reports its best epoch."""
+    return Path(shutil.copytree(make_run(), tmp_path / "run"))
 
 
 @pytest.fixture
-def run(tmp_path, exports) -> Path:
-    """A run whose student/ (last) and student_best/ (best) hold different weights; it reports best."""
-    run = write_run(
-        tmp_path / "run", exports["last"], recipe=make_recipe(), best=metrics(9, 70.0), last=metrics(10, 69.0)
-    )
-    (run / "student_best" / "model.safetensors").write_bytes(
-        (exports["best"] / "model.safetensors").read_bytes()
-    )
-    return run
+def export(tmp_path, make_run) -> Path:
+    """A copy of a bare export folder (a run's student/)."""
+    return Path(shutil.copytree(make_run() / "student", tmp_path / "export"))
 
 
 def test_push_run_uploads_reported_student_with_card(online, run, tmp_path):
@@ -97,32 +96,39 @@ def test_push_run_uploads_reported_student_with_card(online, run, tmp_path):
     upload = api.calls[1][1]
     assert upload["repo_id"] == REPO_ID and upload["revision"] is None
     assert upload["token"] == "hf_env_token"
-    assert upload["commit_message"] == "Add vit_tiny_patch16_224 student distilled with luminet (vitkd)"
+    assert upload["commit_message"] == "Add cifar_resnet8 student distilled with kd (vitkd)"
     assert sorted(api.uploaded) == UPLOADED
     assert api.uploaded["model.safetensors"] == (run / "student_best" / "model.safetensors").read_bytes()
-    assert api.uploaded["model.safetensors"] != (run / "student" / "model.safetensors").read_bytes()
     assert api.uploaded["config.json"] == (run / "student_best" / "config.json").read_bytes()
-    assert api.uploaded["README.md"].decode() == render_model_card([run], repo_id=REPO_ID)
+    assert api.uploaded["README.md"].decode() == render_model_card([read_run(run)], repo_id=REPO_ID)
     assert folder_state(run) == before
     assert list((tmp_path / "tmp").iterdir()) == []  # staging folder removed
 
 
-def test_push_bare_export_with_revision_and_message(online, exports):
-    before = folder_state(exports["best"])
+def test_push_of_a_last_epoch_run_uploads_student(online, make_run):
+    run = make_run("train.report=last")
     api = FakeHfApi()
-    push_to_hub(exports["best"], "alice/x", revision="v1", commit_message="first", token="hf_arg", api=api)
+    push_to_hub(run, REPO_ID, api=api)
+    assert api.uploaded["model.safetensors"] == (run / "student" / "model.safetensors").read_bytes()
+    assert "| top-1 accuracy (%) |" in api.uploaded["README.md"].decode()
+
+
+def test_push_bare_export_with_revision_and_message(online, export):
+    before = folder_state(export)
+    api = FakeHfApi()
+    push_to_hub(export, "alice/x", revision="v1", commit_message="first", token="hf_arg", api=api)
     assert [name for name, _ in api.calls] == ["create_repo", "create_branch", "upload_folder"]
     assert api.calls[1][1] == {"repo_id": "alice/x", "branch": "v1", "token": "hf_arg", "exist_ok": True}
     upload = api.calls[2][1]
     assert upload["revision"] == "v1" and upload["commit_message"] == "first" and upload["token"] == "hf_arg"
     assert sorted(api.uploaded) == UPLOADED
-    assert api.uploaded["README.md"].decode() == render_export_card(exports["best"], repo_id="alice/x")
-    assert folder_state(exports["best"]) == before
+    assert api.uploaded["README.md"].decode() == render_export_card(export, repo_id="alice/x")
+    assert folder_state(export) == before
 
 
-def test_token_comes_from_the_api_client_before_the_environment(online, exports):
+def test_token_comes_from_the_api_client_before_the_environment(online, export):
     api = FakeHfApi(token="hf_client_token")
-    push_to_hub(exports["best"], "alice/x", api=api)
+    push_to_hub(export, "alice/x", api=api)
     assert api.calls[0][1]["token"] == "hf_client_token"
 
 
@@ -173,7 +179,7 @@ def test_refusals_upload_nothing(online, monkeypatch, tmp_path, run, setup, repo
 
 
 @pytest.mark.parametrize("missing", ["model.safetensors", "config.json"])
-def test_missing_export_file_is_named(online, run, exports, tmp_path, missing):
+def test_missing_export_file_is_named(online, run, tmp_path, missing):
     (run / "student_best" / missing).unlink()
     api = FakeHfApi()
     with pytest.raises(HubPushError, match=rf"student_best lacks {missing}"):
@@ -195,11 +201,8 @@ def test_missing_folder_is_refused(online, tmp_path):
 
 def test_cli_reports_refusal_without_traceback(monkeypatch, run, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    script = Path(__file__).parents[1] / "scripts" / "push_to_hub.py"
-    spec = importlib.util.spec_from_file_location("push_to_hub_script", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     with pytest.raises(SystemExit) as exit_info:
-        module.main([os.fspath(run), "--repo-id", REPO_ID, "--private", "--revision", "v1"])
+        vitkd_main(["push-to-hub", os.fspath(run), "--repo-id", REPO_ID, "--private", "--revision", "v1"])
     assert exit_info.value.code == 2
-    assert "error: Hugging Face Hub offline mode is on" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "vitkd push-to-hub: error: Hugging Face Hub offline mode is on" in err and "Traceback" not in err

@@ -1,96 +1,25 @@
-"""vitkd.model_card: Hub front matter + Markdown body rendered from fake run folders."""
+"""vitkd.model_card: Hub front matter + Markdown body rendered from run folders written by the engine."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
-from pathlib import Path
+import statistics
 
-import numpy as np
 import pytest
-import timm
 import torch
 import yaml
 from huggingface_hub import ModelCard
-from test_export import export_tiny_vit
 
-from vitkd.model_card import needs_vitkd, read_run, render_export_card, render_model_card
+from vitkd.model_card import needs_vitkd, render_export_card, render_model_card
+from vitkd.recipe import ModelConfig
+from vitkd.run_folder import read_run
 
-REPO_ID = "alice/vit-tiny-luminet"
-COMMAND = "accelerate launch scripts/distill.py --recipe recipes/cifar100/vit_luminet.yaml"
-VERSIONS = {"vitkd": "0.1.0", "torch": "2.14.1", "timm": "1.0.31", "accelerate": "1.15.0", "datasets": "3.0"}
-
-
-def make_recipe(seed: int = 0, **sections) -> dict:
-    recipe = {
-        "teacher": {"name": "resnet34.tv_in1k", "checkpoint": "timm"},
-        "student": {"name": "vit_tiny_patch16_224"},
-        "distill": {"method": "luminet", "kwargs": {"alpha": 33, "temperature": 4}, "ce_weight": 2.0},
-        "data": {"source": "uoft-cs/cifar100"},
-        "train": {"epochs": 240, "batch_size": 64, "seed": seed},
-        "paper": {"table": "Table 1", "row": "resnet32x4 -> resnet8x4", "published_top1": 77.50},
-        "hub": {"repo_id": REPO_ID},
-    }
-    recipe.update(sections)
-    return recipe
-
-
-def write_run(
-    root: Path,
-    export: Path,
-    *,
-    recipe: dict,
-    best: dict,
-    last: dict,
-    report: str = "best",
-    teacher_sha256: dict | None = None,
-) -> Path:
-    """A run folder as vitkd.engine writes it (metrics in %), with copies of ``export`` as both students."""
-    root.mkdir(parents=True)
-    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    (root / "run_info.json").write_text(
-        json.dumps(
-            {
-                "command": COMMAND + f" --seed {recipe['train']['seed']}",
-                "versions": VERSIONS,
-                "hardware": {
-                    "num_processes": 1,
-                    "per_device_batch": 64,
-                    "global_batch": 64,
-                    "device": "cuda",
-                    "mixed_precision": "bf16",
-                },
-                "teacher_sha256": teacher_sha256 or {"resnet34.tv_in1k": None},
-            }
-        )
-    )
-    (root / "summary.json").write_text(
-        json.dumps({"report": report, "best": best, "last": last, "teacher": metrics(0, 73.31)})
-    )
-    shutil.copytree(export, root / "student")
-    shutil.copytree(export, root / "student_best")
-    return root
-
-
-def metrics(epoch: int, top1: float, top5: float = 94.0, ece: float = 3.0) -> dict:
-    return {"epoch": epoch, "top1": top1, "top5": top5, "nll": 1.1, "ece": ece}
-
-
-@pytest.fixture(scope="module")
-def vit_export(tmp_path_factory) -> Path:
-    return export_tiny_vit(tmp_path_factory.mktemp("export") / "student")
-
-
-@pytest.fixture
-def run(tmp_path, vit_export) -> Path:
-    return write_run(
-        tmp_path / "run0",
-        vit_export,
-        recipe=make_recipe(seed=0),
-        best=metrics(231, 77.12, 94.3, 3.125),
-        last=metrics(240, 76.9),
-    )
+REPO_ID = "alice/resnet8-kd"
+TINY_VIT = ("student=vit_tiny_patch16_224",
+            "student.kwargs={img_size: 16, patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}")
 
 
 def split_card(text: str) -> tuple[dict, str]:
@@ -104,204 +33,134 @@ def code_blocks(body: str, language: str) -> list[str]:
     return re.findall(rf"```{language}\n(.*?)\n```", body, flags=re.DOTALL)
 
 
-def test_single_run_front_matter(run):
-    meta, _ = split_card(render_model_card([run]))
+def summary(run) -> dict:
+    return json.loads((run / "summary.json").read_text())
+
+
+def test_front_matter_of_a_local_run(make_run):
+    meta, _ = split_card(render_model_card([read_run(make_run())], repo_id=REPO_ID))
     assert meta["library_name"] == "timm" and meta["license"] == "apache-2.0"
     assert meta["pipeline_tag"] == "image-classification"
-    assert meta["tags"] == ["image-classification", "timm", "knowledge-distillation", "vitkd", "luminet"]
+    assert meta["tags"] == ["image-classification", "timm", "knowledge-distillation", "vitkd", "kd"]
+    assert "datasets" not in meta and "model-index" not in meta and "base_model" not in meta  # all local
+    meta, _ = split_card(render_model_card([read_run(make_run("hub.license=mit"))]))
+    assert meta["license"] == "mit"
+
+
+def test_hub_dataset_and_timm_teacher_give_ids_and_eval_results(make_run):
+    run = read_run(make_run())
+    recipe = dataclasses.replace(
+        run.recipe,
+        data=dataclasses.replace(run.recipe.data, source="uoft-cs/cifar100"),
+        teacher=ModelConfig("resnet34.tv_in1k", checkpoint="timm"),
+    )
+    card = render_model_card([dataclasses.replace(run, recipe=recipe)], repo_id=REPO_ID)
+    meta, _ = split_card(card)
     assert meta["datasets"] == ["uoft-cs/cifar100"]
-    assert "accuracy" in meta["metrics"]
     assert meta["base_model"] == "timm/resnet34.tv_in1k"  # timm's Hub id of the tagged teacher
     (result,) = meta["model-index"][0]["results"]
-    assert meta["model-index"][0]["name"] == "vit-tiny-luminet"
+    assert meta["model-index"][0]["name"] == "resnet8-kd"
     assert result["dataset"]["type"] == "uoft-cs/cifar100"
-    assert {m["type"]: m["value"] for m in result["metrics"]} == {"accuracy": 77.12, "top_5_accuracy": 94.3}
-    # the Hub's own parser accepts it too
-    assert ModelCard(render_model_card([run])).data.base_model == "timm/resnet34.tv_in1k"
+    assert {m["type"]: m["value"] for m in result["metrics"]} == {
+        "accuracy": round(run.metrics["top1"], 2), "top_5_accuracy": round(run.metrics["top5"], 2)
+    }
+    assert ModelCard(card).data.base_model == "timm/resnet34.tv_in1k"  # the Hub's own parser accepts it
 
 
-def test_single_run_body(run):
-    _, body = split_card(render_model_card([run]))
-    assert "`resnet34.tv_in1k`" in body and "`vit_tiny_patch16_224`" in body and "luminet" in body
-    assert "`alpha`: 33" in body and "`temperature`: 4" in body and "CE weight 2.0" in body
-    assert "| top-1 accuracy (%) | 77.12 |" in body
-    assert "| top-5 accuracy (%) | 94.30 |" in body
-    assert "| expected calibration error (%) | 3.12 |" in body
-    assert "| teacher top-1 accuracy (%) | 73.31 |" in body
-    assert "77.50 (this model: -0.38)" in body and "Table 1" in body
-    assert "best epoch (epoch 231)" in body
-    assert code_blocks(body, "bash") == [COMMAND + " --seed 0"]
+def test_single_run_body(make_run):
+    path = make_run("paper.published_top1=50.0", "paper.table=Table 1")
+    best = summary(path)["best"]
+    _, body = split_card(render_model_card([read_run(path)]))
+    assert "`cifar_resnet8` → `cifar_resnet8` (kd)" in body
+    assert "`temperature`: 4.0" in body and "CE weight 1.0" in body
+    assert f"| top-1 accuracy (%) | {best['top1']:.2f} |" in body
+    assert f"| top-5 accuracy (%) | {best['top5']:.2f} |" in body
+    assert f"| expected calibration error (%) | {best['ece']:.2f} |" in body
+    assert f"| teacher top-1 accuracy (%) | {summary(path)['teacher']['top1']:.2f} |" in body
+    assert f"50.00 (this model: {best['top1'] - 50:+.2f})" in body and "Table 1" in body
+    assert f"best epoch (epoch {best['epoch']})" in body
+    run_info = json.loads((path / "run_info.json").read_text())
+    assert code_blocks(body, "bash") == [run_info["command"]]
     (recipe_block,) = code_blocks(body, "yaml")
-    assert yaml.safe_load(recipe_block) == make_recipe(seed=0)
-    assert "| timm | 1.0.31 |" in body and "| torch | 2.14.1 |" in body
-    assert "SHA-256" not in body  # timm's pretrained teacher weights have no local checkpoint to hash
-    assert "global batch 64" in body and "bf16" in body
+    assert yaml.safe_load(recipe_block) == yaml.safe_load((path / "recipe.yaml").read_text())
+    assert f"| torch | {torch.__version__.split('+')[0]}" in body
+    assert "SHA-256 of `cifar_resnet8`'s checkpoint" in body  # a local teacher file is hashed
+    assert "global batch 16" in body
+    assert "crop_pct 1.0, crop_mode center, interpolation bilinear" in body  # the export's data config
 
 
-def test_loading_snippet_runs_against_the_export(run):
-    _, body = split_card(render_model_card([run]))
-    (snippet,) = code_blocks(body, "python")
+@pytest.mark.parametrize(("sets", "imports_vitkd"), [((), True), (TINY_VIT, False)], ids=["cifar-zoo", "timm-vit"])
+def test_loading_snippet_runs_against_the_export(make_run, sets, imports_vitkd):
+    run = read_run(make_run(*sets))
+    (snippet,) = code_blocks(split_card(render_model_card([run], repo_id=REPO_ID))[1], "python")
     assert f'timm.create_model("hf-hub:{REPO_ID}", pretrained=True)' in snippet
-    assert "import vitkd" not in snippet  # a timm-native architecture loads with bare timm
+    assert ("import vitkd" in snippet) is imports_vitkd  # timm-native architectures load with bare timm
     namespace: dict = {}
-    exec(snippet.replace(f"hf-hub:{REPO_ID}", f"local-dir:{run / 'student_best'}"), namespace)
+    exec(snippet.replace(f"hf-hub:{REPO_ID}", f"local-dir:{run.export_dir}"), namespace)
+    transform = namespace["transform"]
+    assert transform.transforms[-1].mean.tolist() == pytest.approx(run.recipe.data.effective_mean)
     image = torch.rand(3, 40, 40)
-    assert namespace["transform"].transforms[-1].mean.tolist() == pytest.approx([0.5071, 0.4867, 0.4408])
-    assert namespace["model"](namespace["transform"](image).unsqueeze(0)).shape == (1, 5)
+    assert namespace["model"](transform(image).unsqueeze(0)).shape == (1, 10)
 
 
-def test_seed_group_shows_mean_and_sample_std(tmp_path, vit_export):
-    top1s, eces = [77.0, 78.1], [3.1, 4.5]
-    runs = [
-        write_run(
-            tmp_path / f"run{seed}",
-            vit_export,
-            recipe=make_recipe(seed=seed),
-            best=metrics(200 + seed, top1, ece=ece),
-            last=metrics(240, 70.0),
-        )
-        for seed, top1, ece in zip((0, 1), top1s, eces, strict=True)
-    ]
-    meta, body = split_card(render_model_card(runs))
-    assert f"| top-1 accuracy (%) | {np.mean(top1s):.2f} ± {np.std(top1s, ddof=1):.2f} |" in body
-    assert f"| expected calibration error (%) | {np.mean(eces):.2f} ± {np.std(eces, ddof=1):.2f} |" in body
-    assert "| top-5 accuracy (%) | 94.00 ± 0.00 |" in body
-    assert f"(this model: {np.mean(top1s) - 77.5:+.2f})" in body
-    assert "over 2 seeds ([0, 1])" in body and "epochs 200, 201" in body
-    assert code_blocks(body, "bash") == [f"{COMMAND} --seed 0\n{COMMAND} --seed 1"]
-    assert meta["model-index"][0]["results"][0]["metrics"][0]["value"] == round(np.mean(top1s), 2)
+def test_seed_group_shows_mean_and_sample_std(make_run):
+    paths = [make_run(seed=0), make_run("train.log_every=3", seed=1)]  # cadence: still one experiment
+    top1s = [summary(p)["best"]["top1"] for p in paths]
+    meta, body = split_card(render_model_card([read_run(p) for p in paths]))
+    assert f"| top-1 accuracy (%) | {statistics.fmean(top1s):.2f} ± {statistics.stdev(top1s):.2f} |" in body
+    assert "over 2 seeds ([0, 1])" in body and "The weights in this repository are those of the seed-0 run" in body
+    commands = [json.loads((p / "run_info.json").read_text())["command"] for p in paths]
+    assert code_blocks(body, "bash") == ["\n".join(commands)]
 
 
-def test_last_epoch_report_uses_last_metrics(tmp_path, vit_export):
-    run = write_run(
-        tmp_path / "run",
-        vit_export,
-        recipe=make_recipe(),
-        best=metrics(100, 80.0),
-        last=metrics(240, 75.25),
-        report="last",
-    )
-    assert read_run(run).export_dir == run / "student"
+def test_last_epoch_report_uses_last_metrics(make_run):
+    path = make_run("train.report=last")
+    run = read_run(path)
+    assert run.export_dir == path / "student"
+    last = summary(path)["last"]
     _, body = split_card(render_model_card([run]))
-    assert "| top-1 accuracy (%) | 75.25 |" in body and "last epoch (epoch 240)" in body
+    assert f"| top-1 accuracy (%) | {last['top1']:.2f} |" in body and f"last epoch (epoch {last['epoch']})" in body
 
 
-def test_local_sources_give_no_hub_ids_and_no_published_row(tmp_path, vit_export):
-    data_dir = tmp_path / "data" / "cifar"
-    data_dir.mkdir(parents=True)
-    recipe = make_recipe(
-        teacher=[
-            {"name": "resnet32x4", "checkpoint": "ckpts/resnet32x4_vanilla/ckpt_epoch_240.pth"},
-            {"name": "wrn_40_2", "checkpoint": "hf-hub:bob/wrn-40-2@v1"},
-        ],
-        data={"source": str(data_dir)},
-        paper={"table": "Table 1", "row": "x"},
-        hub={"license": "mit"},
-    )
-    run = write_run(
-        tmp_path / "run",
-        vit_export,
-        recipe=recipe,
-        best=metrics(1, 50.0),
-        last=metrics(1, 50.0),
-        teacher_sha256={"resnet32x4": "ab" * 32, "wrn_40_2": None},
-    )
-    meta, body = split_card(render_model_card([run]))
-    assert "datasets" not in meta and "model-index" not in meta
-    assert meta["base_model"] == "bob/wrn-40-2"  # only the Hub teacher, revision stripped
-    assert meta["license"] == "mit"
-    assert "published" not in body
-    assert "`resnet32x4` + `wrn_40_2`" in body and "(weights: `hf-hub:bob/wrn-40-2@v1`)" in body
-    assert f"SHA-256 of `resnet32x4`'s checkpoint: `{'ab' * 32}`" in body and "`wrn_40_2`'s" not in body
-    assert "hf-hub:<owner>/<name>" in body  # neither repo_id nor hub.repo_id known
-
-
-def test_seed_group_of_different_recipes_is_refused(tmp_path, vit_export):
-    runs = [
-        write_run(
-            tmp_path / "a", vit_export, recipe=make_recipe(seed=0), best=metrics(1, 1.0), last=metrics(1, 1.0)
-        ),
-        write_run(
-            tmp_path / "b",
-            vit_export,
-            recipe=make_recipe(seed=1, data={"source": "other/set"}),
-            best=metrics(1, 1.0),
-            last=metrics(1, 1.0),
-        ),
-    ]
-    with pytest.raises(ValueError, match="differ in recipe field 'data.source'"):
+def test_seed_group_of_different_experiments_is_refused(make_run):
+    runs = [read_run(make_run(seed=0)), read_run(make_run("optim.lr=0.01", seed=1))]
+    with pytest.raises(ValueError, match=r"not one experiment .*optim\.lr"):
         render_model_card(runs)
 
 
-def test_seed_group_with_repeated_seed_is_refused(tmp_path, vit_export):
-    runs = [
-        write_run(
-            tmp_path / name,
-            vit_export,
-            recipe=make_recipe(seed=3),
-            best=metrics(1, 1.0),
-            last=metrics(1, 1.0),
-        )
-        for name in ("a", "b")
-    ]
-    with pytest.raises(ValueError, match=r"distinct train.seed values, got \[3, 3\]"):
-        render_model_card(runs)
+def test_seed_group_with_repeated_seed_is_refused(make_run, tmp_path):
+    copy = shutil.copytree(make_run(), tmp_path / "copy")
+    with pytest.raises(ValueError, match=r"distinct train.seed values, got \[0, 0\]"):
+        render_model_card([read_run(make_run()), read_run(copy)])
 
 
-def test_missing_run_files_and_metrics_are_named(tmp_path, run):
-    (run / "run_info.json").unlink()
-    with pytest.raises(FileNotFoundError, match="lacks run_info.json"):
-        render_model_card([run])
-    other = write_run(
-        tmp_path / "other",
-        run / "student",
-        recipe=make_recipe(),
-        best={"epoch": 1, "top1": 1.0},
-        last=metrics(1, 1.0),
-    )
-    with pytest.raises(ValueError, match="'best' entry has no 'top5'"):
-        render_model_card([other])
-    (other / "summary.json").write_text(json.dumps({"report": "final"}))
-    with pytest.raises(ValueError, match="'report' must be 'best' or 'last', got 'final'"):
-        render_model_card([other])
+def test_older_run_without_run_info_or_top5_still_renders(make_run, tmp_path):
+    path = shutil.copytree(make_run(), tmp_path / "old")
+    (path / "run_info.json").unlink()
+    data = summary(path)
+    del data["best"]["top5"]
+    (path / "summary.json").write_text(json.dumps(data))
+    _, body = split_card(render_model_card([read_run(path)]))
+    assert "| top-5 accuracy (%) | — |" in body and "Hardware" not in body and "```bash" not in body
 
 
-def test_export_card_for_bare_export(vit_export):
-    meta, body = split_card(render_export_card(vit_export, repo_id=REPO_ID))
+def test_missing_export_is_named(make_run, tmp_path):
+    path = shutil.copytree(make_run(), tmp_path / "run")
+    (path / "student_best" / "config.json").unlink()
+    with pytest.raises(FileNotFoundError, match="student_best/config.json is missing"):
+        render_model_card([read_run(path)])
+
+
+def test_export_card_for_bare_export(make_run):
+    meta, body = split_card(render_export_card(make_run() / "student", repo_id=REPO_ID))
     assert meta["library_name"] == "timm" and "image-classification" in meta["tags"]
-    assert "(3, 32, 32)" in body and "5 classes" in body
+    assert "(3, 16, 16)" in body and "10 classes" in body and "crop_pct 1.0" in body
     assert f'timm.create_model("hf-hub:{REPO_ID}", pretrained=True)' in code_blocks(body, "python")[0]
 
 
 def test_needs_vitkd_reads_timm_registry():
-    assert needs_vitkd("vit_tiny_patch16_224") is False
-    with pytest.raises(ValueError, match="registered neither by timm nor by vitkd"):
-        needs_vitkd("no_such_architecture")
-
-
-def test_cifar_zoo_card_snippet_imports_vitkd(tmp_path):
     import vitkd  # noqa: F401  (registers vitkd's CIFAR zoo with timm)
 
-    if not timm.is_model("cifar_resnet8"):
-        pytest.skip("vitkd.models does not register cifar_resnet8 yet")
-    from vitkd.export import export_student
-
-    export = export_student(
-        timm.create_model("cifar_resnet8", num_classes=5),
-        tmp_path / "export",
-        architecture="cifar_resnet8",
-        num_classes=5,
-        mean=(0.5,) * 3,
-        std=(0.25,) * 3,
-        input_size=(3, 32, 32),
-    )
-    assert needs_vitkd("cifar_resnet8") is True
-    run = write_run(
-        tmp_path / "run",
-        export,
-        recipe=make_recipe(student={"name": "cifar_resnet8"}),
-        best=metrics(1, 60.0),
-        last=metrics(1, 60.0),
-    )
-    (snippet,) = code_blocks(split_card(render_model_card([run]))[1], "python")
-    assert "import timm\nimport vitkd" in snippet
+    assert needs_vitkd("vit_tiny_patch16_224") is False and needs_vitkd("cifar_resnet8") is True
+    with pytest.raises(ValueError, match="registered neither by timm nor by vitkd"):
+        needs_vitkd("no_such_architecture")

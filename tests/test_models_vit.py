@@ -13,7 +13,8 @@ import safetensors.torch
 import timm
 import torch
 
-from vitkd.models import VIT_MODELS, export_spec
+from vitkd.export import export_spec
+from vitkd.models import VIT_MODELS
 from vitkd.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -2,6 +2,7 @@
 
 import runpy
 import shlex
+import shutil
 import sys
 from pathlib import Path
 
@@ -62,21 +63,20 @@ def test_plan_refuses_runs_sharing_a_folder(recipe):
         plan_sweep(recipe, seeds=[0, 1], overrides=["train.output_dir=runs/fixed"])
 
 
-def test_run_sweep_skips_finished_runs_and_runs_the_rest_in_order(recipe):
+def test_run_sweep_skips_finished_runs_and_runs_the_rest_in_order(recipe, make_run):
     runs = plan_sweep(recipe, seeds=[0, 1, 2])
-    runs[1].output_dir.mkdir(parents=True)
-    (runs[1].output_dir / "summary.json").write_text("{}")
+    shutil.copytree(make_run(), runs[1].output_dir)  # a finished run in the second run's folder
     printed, executed = [], []
-    commands = run_sweep(runs, recipe, script="distill.py", launcher=["accelerate", "launch"],
-                         echo=printed.append, execute=executed.append)
+    commands = run_sweep(runs, recipe, launcher=["accelerate", "launch"], echo=printed.append,
+                         execute=executed.append)
     assert executed == commands and len(commands) == 2
-    assert commands[0][:5] == ["accelerate", "launch", "distill.py", "--recipe", str(recipe)]
+    assert commands[0][:6] == ["accelerate", "launch", "-m", "vitkd.commands.distill", "--recipe", str(recipe)]
     assert commands[0][-2:] == ["--resume", "auto"]
     assert f"train.output_dir={runs[2].output_dir}" in commands[1]
     assert printed[1].startswith("# done, skipped") and shlex.split(printed[2]) == commands[1]
 
     executed.clear()
-    run_sweep(runs, recipe, script="distill.py", dry_run=True, echo=printed.append, execute=executed.append)
+    run_sweep(runs, recipe, dry_run=True, echo=printed.append, execute=executed.append)
     assert executed == []
 
 
@@ -85,7 +85,7 @@ def test_sweep_script_dry_run(recipe, capsys):
     argv = ["--recipe", str(recipe), "--seeds", "0", "1", "--grid", "distill.kwargs.alpha=10,20", "--dry-run"]
     assert main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 4 and all(shlex.split(line)[:2] == [sys.executable, str(REPO / "scripts/distill.py")]
+    assert len(lines) == 4 and all(shlex.split(line)[:3] == [sys.executable, "-m", "vitkd.commands.distill"]
                                    for line in lines)
     with pytest.raises(SystemExit) as exit_info:
         main(["--recipe", str(recipe), "--grid", "nonsense"])
