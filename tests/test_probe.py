@@ -1,19 +1,18 @@
-"""Linear probe: frozen features of a tiny model on the builtin digits, a logistic-regression fit
-checked against scikit-learn, and model loading from an export folder or a bare checkpoint."""
+"""Linear probe: frozen features of a tiny model on the builtin digits and a logistic-regression fit
+checked against scikit-learn (model loading is vitkd.export's, tested in test_export.py)."""
 
 import runpy
 from pathlib import Path
 
 import pytest
-import safetensors.torch
 import timm
 import torch
 from sklearn.linear_model import LogisticRegression
 
 import vitkd  # noqa: F401  (registers vitkd's models with timm)
-from vitkd.export import export_student
+from vitkd.export import data_config_for
 from vitkd.models import freeze
-from vitkd.probe import fit_linear, linear_probe, load_frozen_model, probe_data_config, probe_features
+from vitkd.probe import fit_linear, linear_probe, probe_features
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 16  # digits are 8 px: probing at 16 instead of the model's 32 keeps the test fast
@@ -32,7 +31,7 @@ def model():
 @pytest.fixture(scope="module")
 def features(model, one_thread):
     """Features and labels of digits' 1437 training and 360 evaluation images."""
-    return probe_features(model, probe_data_config(model, "digits", image_size=SIZE, num_workers=0))
+    return probe_features(model, data_config_for(model, "digits", image_size=SIZE, num_workers=0))
 
 
 def accuracy(layer, x, y) -> float:
@@ -40,7 +39,7 @@ def accuracy(layer, x, y) -> float:
 
 
 def test_probe_of_random_features_reads_digits_far_above_chance(model):
-    data = probe_data_config(model, "digits", image_size=SIZE, num_workers=0)
+    data = data_config_for(model, "digits", image_size=SIZE, num_workers=0)
     result = linear_probe(model, data, max_iter=50)
     assert (result.num_train, result.num_eval, result.num_classes, result.feature_dim) == (1437, 360, 10, 64)
     assert result.top1 > 80.0  # chance is 10 %
@@ -82,33 +81,16 @@ def test_fit_matches_scikit_learn_logistic_regression():
     torch.testing.assert_close(ours(x).softmax(1), expected, atol=2e-4, rtol=0)
 
 
-def test_load_frozen_model_from_export_folder_and_bare_checkpoint(model, tmp_path):
-    folder = export_student(model, tmp_path / "student", architecture="cifar_resnet8", num_classes=100,
-                            mean=(0.5,) * 3, std=(0.25,) * 3, input_size=(3, 32, 32))
-    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    loaded = load_frozen_model(folder)
-    assert not any(p.requires_grad for p in loaded.parameters()) and not loaded.training
-    torch.testing.assert_close(loaded(images), model(images))
-    assert probe_data_config(loaded, "digits").mean == (0.5,) * 3  # the export's own normalisation
-
-    weights = tmp_path / "weights.safetensors"
-    safetensors.torch.save_file(model.state_dict(), weights)
-    with pytest.raises(ValueError, match="bare checkpoint.*num_classes"):
-        load_frozen_model(weights)
-    loaded = load_frozen_model(weights, arch="cifar_resnet8", num_classes=100)
-    torch.testing.assert_close(loaded(images), model(images))
-    with pytest.raises(FileNotFoundError, match="neither an export folder"):
-        load_frozen_model(tmp_path / "nowhere")
+def test_training_split_goes_through_the_evaluation_pipeline(model):
+    """No augmentation: the cifar preset's random crops and flips would change the features each time."""
+    data = data_config_for(model, "digits", image_size=SIZE, num_workers=0)
+    assert data.transform == "cifar"  # the preset whose evaluation pipeline matches the model's crop_pct 1.0
+    first, second = probe_features(model, data), probe_features(model, data)
+    assert torch.equal(first.train_x, second.train_x) and len(first.train_y) == 1437
 
 
-def test_probe_refuses_augmented_data(model):
-    with pytest.raises(ValueError, match="must not be augmented"):
-        probe_features(model, probe_data_config(model, "digits", transform="cifar"))
-
-
-def test_linear_probe_script(model, tmp_path, capsys):
-    folder = export_student(model, tmp_path / "student", architecture="cifar_resnet8", num_classes=100,
-                            mean=(0.5,) * 3, std=(0.25,) * 3, input_size=(3, SIZE, SIZE))
+def test_linear_probe_script(make_run, capsys):
+    folder = make_run() / "student"  # a 16 px digits student, as the engine exports it
     main = runpy.run_path(str(REPO / "scripts/linear_probe.py"))["main"]
     assert main(["--model", str(folder), "--data", "digits", "--epochs", "20", "--num-workers", "0"]) == 0
     report = capsys.readouterr().out
