@@ -1,18 +1,15 @@
-"""From recipe sections to live objects: the student, the frozen teacher(s), the loss, the export."""
+"""From recipe sections to live objects: the student, the frozen teacher(s), the loss."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from accelerate import Accelerator
 from torch import nn
 
 from vitkd.data import DataInfo
 from vitkd.losses import build_loss
 from vitkd.models import create_student, create_teacher
-from vitkd.recipe import DistillConfig, ModelConfig, Recipe
+from vitkd.recipe import DistillConfig, ModelConfig
 
-__all__ = ["build_criterion", "build_student", "build_teacher", "export_run_student"]
+__all__ = ["build_criterion", "build_student", "build_teacher"]
 
 
 def build_student(cfg: ModelConfig, info: DataInfo) -> nn.Module:
@@ -43,13 +40,3 @@ def build_teacher(cfgs: list[ModelConfig], info: DataInfo) -> nn.Module | None:
 
 def build_criterion(cfg: DistillConfig) -> nn.Module | None:
     return None if cfg.method == "none" else build_loss(cfg.method, **cfg.kwargs)
-
-
-def export_run_student(accelerator: Accelerator, student: nn.Module, recipe: Recipe, info: DataInfo, out_dir: Path) -> None:
-    """Export the (unwrapped) student as ``model.safetensors`` + timm ``config.json`` (main process only)."""
-    from vitkd.export import export_student
-
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        export_student(accelerator.unwrap_model(student), out_dir, recipe.student, info)
-    accelerator.wait_for_everyone()

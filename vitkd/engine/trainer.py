@@ -29,12 +29,12 @@ from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 
 from vitkd.data import DataInfo
-from vitkd.engine import run_files
-from vitkd.engine.build import export_run_student
 from vitkd.engine.checkpoint import TrainState, resolve_resume, save_checkpoint
 from vitkd.engine.evaluate import evaluate
 from vitkd.engine.factory import Parts, build_parts, current_lr, updates_in_epoch
-from vitkd.recipe import Recipe, TrainConfig, recipe_to_dict
+from vitkd.export import export_student
+from vitkd.recipe import Recipe, TrainConfig
+from vitkd.run_folder import RunFolder, command_line, file_sha256, package_versions, tracker_config
 
 __all__ = ["NonFiniteLossError", "Trainer", "make_accelerator", "train"]
 
@@ -126,7 +126,7 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
     if accelerator.is_main_process:
         _write_run_header(run_dir, recipe, accelerator, parts.info, command, teacher_metrics)
     if cfg.log_with:
-        accelerator.init_trackers(recipe.name, config=_flat_scalars(recipe_to_dict(recipe)))
+        accelerator.init_trackers(recipe.name, config=tracker_config(recipe))
 
     trainer = Trainer(recipe, accelerator, parts, state, run_dir)
     with _stop_on_signals(trainer):
@@ -140,7 +140,7 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
         summary["teacher"] = teacher_metrics
     accelerator.print(_final_line(summary, run_dir))
     if accelerator.is_main_process:
-        run_files.write_json(run_dir / "summary.json", summary)
+        RunFolder(run_dir).write_summary(summary)
         if recipe.hub.push:
             from vitkd.model_hub import push_to_hub
 
@@ -157,8 +157,8 @@ class Trainer:
     def __init__(self, recipe: Recipe, accelerator: Accelerator, parts: Parts, state: TrainState, run_dir: Path):
         self.recipe, self.cfg = recipe, recipe.train
         self.accelerator, self.parts, self.state = accelerator, parts, state
-        self.run_dir = run_dir
-        self.ckpt_root = run_dir / "checkpoints"
+        self.run_dir, self.folder = run_dir, RunFolder(run_dir)
+        self.ckpt_root = self.folder.checkpoints
         self.updates_per_epoch = updates_in_epoch(recipe, len(parts.train_loader))
         self.update_lr = current_lr(parts.optimizer)
         self.window = LossMeter()  # since the last log line / finiteness check
@@ -186,7 +186,7 @@ class Trainer:
         if self.last.get("step") != state.global_step:  # final weights not evaluated yet (max_steps, resume)
             self.evaluate_and_log(epoch_meter)
         self.checkpoint()
-        self.export("student")
+        self.export(self.folder.student)
         return self._summary()
 
     def train_epoch(self) -> LossMeter:
@@ -282,9 +282,9 @@ class Trainer:
         if metrics["top1"] > state.best_top1:
             state.best_top1, state.best_epoch = metrics["top1"], state.epoch
             self.best = record
-            self.export("student_best")
+            self.export(self.folder.student_best)
         if acc.is_main_process:
-            run_files.append_jsonl(self.run_dir / "metrics.jsonl", record)
+            self.folder.append_metrics(record)
             acc.print(_epoch_line(record, state, self.cfg.epochs))
         acc.log({f"eval/{k}": v for k, v in metrics.items()}
                 | {"train/lr_epoch": record["lr"], "train/epoch_images_per_s": record["images_per_s"]},
@@ -298,9 +298,13 @@ class Trainer:
         save_checkpoint(self.accelerator, self.ckpt_root, self.state.global_step, self.cfg.keep_checkpoints)
         self.saved_step = self.state.global_step
 
-    def export(self, name: str) -> None:
-        """Export the student as ``<run>/<name>/`` (safetensors + timm config)."""
-        export_run_student(self.accelerator, self.parts.student, self.recipe, self.parts.info, self.run_dir / name)
+    def export(self, out_dir: Path) -> None:
+        """Export the unwrapped student to ``out_dir`` (safetensors + timm config; main process only)."""
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            student = self.accelerator.unwrap_model(self.parts.student)
+            export_student(student, out_dir, self.recipe.student, self.parts.info)
+        self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ helpers
     def _total_updates(self) -> int:
@@ -328,7 +332,7 @@ class Trainer:
 
     def _summary(self) -> dict:
         keys = ("epoch", "step", "top1", "top5", "nll", "ece", "samples")
-        best = self.best or _best_from_log(self.run_dir / "metrics.jsonl", self.state.best_epoch)
+        best = self.best or _best_from_log(self.folder.read_metrics(), self.state.best_epoch)
         return {
             "report": self.cfg.report,
             "best": {k: best[k] for k in keys} if best else None,
@@ -376,13 +380,8 @@ def _check_finite(values: dict[str, float], state: TrainState, ckpt_root: Path) 
         )
 
 
-def _best_from_log(path: Path, epoch: int) -> dict | None:
+def _best_from_log(records: list[dict], epoch: int) -> dict | None:
     """After a resume the best record lives only in metrics.jsonl (written by an earlier process)."""
-    import json
-
-    if not path.is_file():
-        return None
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     matches = [r for r in records if r["epoch"] == epoch]
     return matches[-1] if matches else None
 
@@ -399,7 +398,7 @@ def _final_line(summary: dict, run_dir: Path) -> str:
             f"{last['top1']:.2f} % (last), {best['top1']:.2f} % (best, epoch {best['epoch']})")
     if "teacher" in summary:
         line += f" | teacher top-1 {summary['teacher']['top1']:.2f} %"
-    return f"{line} | ECE {last['ece']:.2f} % | student exported to {run_dir / 'student'}"
+    return f"{line} | ECE {last['ece']:.2f} % | student exported to {RunFolder(run_dir).student}"
 
 
 def _epoch_line(record: dict, state: TrainState, epochs: int) -> str:
@@ -413,7 +412,7 @@ def _epoch_line(record: dict, state: TrainState, epochs: int) -> str:
 
 
 def _check_run_dir(run_dir: Path, resume: str | None) -> Path | None:
-    ckpt_root = run_dir / "checkpoints"
+    ckpt_root = RunFolder(run_dir).checkpoints
     if resume is None and any(ckpt_root.glob("step_*")):
         raise FileExistsError(
             f"{run_dir} already holds checkpoints: pass --resume auto to continue that run, or choose another "
@@ -432,13 +431,13 @@ def _warn_on_process_count(accelerator: Accelerator, gpus: int) -> None:
 
 
 def _write_run_header(run_dir, recipe, accelerator, info: DataInfo, command, teacher_metrics) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run_files.write_yaml(run_dir / "recipe.yaml", recipe_to_dict(recipe))
+    folder = RunFolder(run_dir)
+    folder.write_recipe(recipe)
     cfg = recipe.train
     launcher_precision = os.environ.get("ACCELERATE_MIXED_PRECISION")
-    run_files.write_json(run_dir / "run_info.json", {
-        "command": command or run_files.command_line(),
-        "versions": run_files.package_versions(),
+    folder.write_run_info({
+        "command": command or command_line(),
+        "versions": package_versions(),
         "hardware": {
             "num_processes": accelerator.num_processes,
             "distributed_type": str(accelerator.distributed_type),
@@ -450,20 +449,9 @@ def _write_run_header(run_dir, recipe, accelerator, info: DataInfo, command, tea
             "grad_accum_steps": cfg.grad_accum_steps,
             "global_batch": cfg.batch_size * accelerator.num_processes * cfg.grad_accum_steps,
         },
-        "data": {"num_classes": info.num_classes, "image_size": info.image_size, "in_chans": info.in_chans},
-        "teacher_sha256": {t.name: run_files.file_sha256(t.checkpoint) if t.checkpoint else None
+        "data": {"num_classes": info.num_classes, "image_size": info.image_size, "in_chans": info.in_chans,
+                 "eval_data_config": info.data_config},
+        "teacher_sha256": {t.name: file_sha256(t.checkpoint) if t.checkpoint else None
                            for t in recipe.teachers},
         "teacher_eval": teacher_metrics,
     })
-
-
-def _flat_scalars(data: dict, prefix: str = "") -> dict:
-    """Nested recipe -> {"a.b": scalar} for trackers that only take scalars (lists become strings)."""
-    flat = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flat_scalars(value, f"{name}."))
-        else:
-            flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return flat
