@@ -23,7 +23,7 @@ from vitkd.benchmark import accuracy, plots
 from vitkd.benchmark.report import machine_info, write_outputs
 from vitkd.cli import add_overrides_argument, user_errors
 from vitkd.recipe import load_recipe
-from vitkd.run_folder import read_run
+from vitkd.run_folder import RunFolder, read_run
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "bench"
 
@@ -72,7 +72,7 @@ def main() -> None:
     for seed in args.seeds:  # seed-major: an interrupted benchmark has every method for its first seeds
         for method in args.methods:
             recipe_path = args.recipes / f"{method}.yaml"
-            overrides = student_overrides(recipe_path, seed, args.fraction, teacher_dir / "student", args.overrides)
+            overrides = student_overrides(recipe_path, seed, args.fraction, RunFolder(teacher_dir).student, args.overrides)
             run_dir = accuracy.student_run_dir(args.out, method, seed)
             accuracy.train_or_reuse(recipe_path, run_dir, overrides)
             run_dirs[method].append(run_dir)
@@ -80,7 +80,7 @@ def main() -> None:
 
     results = accuracy.summarise_methods(run_dirs)
     teacher = read_run(teacher_dir).metrics | {"train_s": teacher_train_s}
-    kd_overrides = student_overrides(args.recipes / "kd.yaml", args.seeds[0], args.fraction, teacher_dir / "student",
+    kd_overrides = student_overrides(args.recipes / "kd.yaml", args.seeds[0], args.fraction, RunFolder(teacher_dir).student,
                                      args.overrides)
     setting = describe(args.recipes / "kd.yaml", kd_overrides, args.seeds)
     table = accuracy.results_table(results)

@@ -24,7 +24,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         recipe = recipe_from_args(args)
     from vitkd.engine import train  # after the recipe check: a bad recipe fails before torch/timm load
 
-    train(recipe, resume=args.resume, command=" ".join([parser.prog, *(sys.argv[1:] if argv is None else argv)]))
+    command = " ".join([prog, *argv]) if prog and argv is not None else None  # None: this process's command line
+    train(recipe, resume=args.resume, command=command)
     return 0
 
 
