@@ -11,7 +11,7 @@ import datasets
 import numpy as np
 import pytest
 
-from vitkd.data import DatasetUnavailableError, builtin, hub, load_dataset
+from vitkd.data import DatasetUnavailableError, builtin, hub_datasets, load_dataset, load_splits
 from vitkd.data.synthetic import random_image_dataset, write_image_folder
 
 
@@ -126,9 +126,10 @@ def test_integer_labels_become_class_labels_consistent_across_splits(tmp_path):
     train = random_image_dataset(5, 2, 8).cast_column("label", datasets.Value("int64"))
     test = random_image_dataset(3, 2, 8).cast_column("label", datasets.Value("int64"))  # lacks classes 3, 4
     source = _saved(tmp_path, {"train": train, "test": test})
-    loaded = load_dataset(source, "test")
-    assert loaded.features["label"].names == ["0", "1", "2", "3", "4"]
-    assert loaded["label"] == test["label"]
+    loaded = load_splits(source, ["train", "test"])
+    assert loaded["train"].features["label"].names == ["0", "1", "2", "3", "4"]
+    assert loaded["test"].features["label"] == loaded["train"].features["label"]
+    assert loaded["test"]["label"] == test["label"]
 
 
 def test_unlabelled_split_is_rejected(tmp_path):
@@ -206,17 +207,17 @@ def test_offline_setting_is_read_at_call_time(monkeypatch):
 
 def test_unreachable_hub_is_detected_and_reported(monkeypatch):
     monkeypatch.setattr(datasets.config, "HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: refused
-    assert not hub.hub_reachable(timeout_s=2.0)
+    assert not hub_datasets.hub_reachable(timeout_s=2.0)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    monkeypatch.setattr(hub_datasets, "hub_reachable", lambda: False)
     with pytest.raises(DatasetUnavailableError, match=r"'vitkd-tests/never-cached'.*unreachable"):
         load_dataset("vitkd-tests/never-cached", "train")
 
 
 def test_offline_flags_are_restored_after_a_load(monkeypatch):
-    before = (datasets.config.HF_HUB_OFFLINE, hub.huggingface_hub.constants.HF_HUB_OFFLINE)
+    before = (datasets.config.HF_HUB_OFFLINE, hub_datasets.huggingface_hub.constants.HF_HUB_OFFLINE)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DatasetUnavailableError):
         load_dataset("vitkd-tests/never-cached", "train")
-    assert (datasets.config.HF_HUB_OFFLINE, hub.huggingface_hub.constants.HF_HUB_OFFLINE) == before
+    assert (datasets.config.HF_HUB_OFFLINE, hub_datasets.huggingface_hub.constants.HF_HUB_OFFLINE) == before

@@ -13,17 +13,17 @@ already checked safetensors export unchanged with a card rendered from the run, 
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from huggingface_hub import HfApi, constants, get_token
+from huggingface_hub import HfApi, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from vitkd import __version__
 from vitkd.export import EXPORT_FILES, read_export_config
 from vitkd.model_card import render_export_card, render_model_card
+from vitkd.offline import offline_reason
 from vitkd.run_folder import is_finished, read_run
 
 README = "README.md"
@@ -121,13 +121,10 @@ def _check_export_files(export_dir: Path) -> None:
 
 
 def _check_online() -> None:
-    """Refuse in offline mode, from the environment now or as huggingface_hub read it at import time."""
-    env_offline = any(
-        os.environ.get(var, "").upper() in constants.ENV_VARS_TRUE_VALUES
-        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    )
-    if env_offline or constants.HF_HUB_OFFLINE:
-        raise HubPushError("Hugging Face Hub offline mode is on (HF_HUB_OFFLINE=1): unset it to push.")
+    """Refuse in offline mode (:func:`vitkd.offline.offline_reason`)."""
+    reason = offline_reason()
+    if reason is not None:
+        raise HubPushError(f"Hugging Face Hub offline mode is on ({reason}): unset it to push.")
 
 
 def _stage(export_dir: Path, card: str, staging: Path) -> None:

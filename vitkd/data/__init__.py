@@ -7,15 +7,17 @@ Typical use::
 """
 
 from vitkd.data.config import DataConfig, DataInfo
-from vitkd.data.hub import DatasetUnavailableError
+from vitkd.data.hub_datasets import DatasetUnavailableError
 from vitkd.data.loaders import build_eval_loader, build_loaders
-from vitkd.data.sources import load_dataset
+from vitkd.data.sources import ImageReadError, load_dataset, load_splits
 
 __all__ = [
     "DataConfig",
     "DataInfo",
     "DatasetUnavailableError",
+    "ImageReadError",
     "build_eval_loader",
     "build_loaders",
     "load_dataset",
+    "load_splits",
 ]

@@ -2,7 +2,8 @@
 
 * ``fashion_mnist``: Zalando's Fashion-MNIST (28×28 grayscale, 10 classes) read from Debian's
   ``dataset-fashion-mnist`` idx files; splits ``train`` (60 000) and ``test`` (10 000). Without the
-  package it falls back to the Hub copy ``zalando-datasets/fashion_mnist`` (downloaded or cached).
+  package :func:`load_builtin` raises :class:`BuiltinNotInstalled` naming the Hub copy
+  (``zalando-datasets/fashion_mnist``), which :mod:`vitkd.data.sources` then loads instead.
 * ``digits``: scikit-learn's bundled 8×8 handwritten digits (1 797 images, 10 classes), pixel values
   0–16 rescaled to 0–255; splits ``all`` (1 797), and a fixed stratified seed-0 split of it into
   ``train`` (1 437) and ``test`` (360).
@@ -25,8 +26,6 @@ from pathlib import Path
 import datasets
 import numpy as np
 
-from vitkd.data.hub import DatasetUnavailableError, load_hub_dataset
-
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_HUB_ID = "zalando-datasets/fashion_mnist"
 FASHION_MNIST_CLASSES = (
@@ -42,6 +41,16 @@ FASHION_MNIST_CLASSES = (
     "Ankle boot",
 )
 DIGITS_TEST_SIZE = 360
+
+
+class BuiltinNotInstalled(LookupError):
+    """A builtin's local files are missing; ``hub_id`` names a Hub copy of the same data."""
+
+    def __init__(self, message: str, hub_id: str) -> None:
+        super().__init__(message)
+        self.hub_id = hub_id
+
+
 # Bump when the converted layout changes, so stale caches are not reused.
 FORMAT_VERSION = 1
 
@@ -136,15 +145,13 @@ def _fashion_mnist(cache_dir: str | Path | None) -> datasets.DatasetDict:
         for p in ("train", "t10k")
         for k in ("images-idx3", "labels-idx1")
     ]
-    if all(f.is_file() for f in files):
-        return _cached("fashion_mnist", lambda: _fashion_mnist_from_idx(FASHION_MNIST_DIR), cache_dir)
-    try:
-        return load_hub_dataset(FASHION_MNIST_HUB_ID)
-    except DatasetUnavailableError as exc:
-        raise DatasetUnavailableError(
+    if not all(f.is_file() for f in files):
+        raise BuiltinNotInstalled(
             f"Fashion-MNIST is not installed in {FASHION_MNIST_DIR} (install it with "
-            f"`apt-get install dataset-fashion-mnist`), and the Hub fallback failed: {exc}"
-        ) from exc
+            "`apt-get install dataset-fashion-mnist`)",
+            FASHION_MNIST_HUB_ID,
+        )
+    return _cached("fashion_mnist", lambda: _fashion_mnist_from_idx(FASHION_MNIST_DIR), cache_dir)
 
 
 BUILTINS: dict[str, Callable[[str | Path | None], datasets.DatasetDict]] = {
@@ -154,5 +161,8 @@ BUILTINS: dict[str, Callable[[str | Path | None], datasets.DatasetDict]] = {
 
 
 def load_builtin(name: str, cache_dir: str | Path | None = None) -> datasets.DatasetDict:
-    """All splits of builtin dataset ``name`` (a key of :data:`BUILTINS`), converting it on first use."""
+    """All splits of builtin dataset ``name`` (a key of :data:`BUILTINS`), converting it on first use.
+
+    Raises :class:`BuiltinNotInstalled` when its local files are missing.
+    """
     return BUILTINS[name](cache_dir)

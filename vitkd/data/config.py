@@ -7,9 +7,10 @@ from typing import NamedTuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 
-# CIFAR-100 training-set channel statistics, as used by the LumiNet/CRD code bases (methods.md §1).
-CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
-CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+from vitkd.data.splits import parse_split, stream_rows
+
+# The CIFAR models' pretrained cfg and the data presets share one definition of the CIFAR-100 statistics.
+from vitkd.models.cifar_base import CIFAR100_MEAN, CIFAR100_STD
 
 
 class Preset(NamedTuple):
@@ -33,7 +34,14 @@ class DataConfig:
     """Where the images come from and how they become tensors; validated on construction.
 
     ``source`` is a builtin name (``"fashion_mnist"``, ``"digits"``), a local path (a
-    ``save_to_disk`` folder, an image folder, parquet files) or a 🤗 Hub dataset id. ``None`` for
+    ``save_to_disk`` folder, an image folder, parquet files) or a 🤗 Hub dataset id. ``name`` is the
+    dataset configuration (a Hub dataset's or a folder README.md's ``configs``) and ``revision`` the
+    Hub branch, tag or commit to load. ``train_split``/``eval_split`` may carry 🤗 datasets' slice
+    syntax (``"train[:10%]"``, ``"train[:5000]"``); only the splits named (or, without
+    ``eval_split``, the first labelled one of validation/…/test) are read or downloaded.
+    ``streaming: true`` streams the training split instead of downloading it (Hub-scale datasets; the
+    evaluation split is still loaded): it is sharded across processes, shuffled with a buffer, and
+    only absolute slices (``[:5000]``) work; ``train_fraction`` does not apply. ``None`` for
     ``image_size``/``mean``/``std`` means "the transform preset's value" (see :data:`PRESETS`); the
     values actually used are :attr:`effective_image_size`, :attr:`effective_mean`, :attr:`effective_std`.
     ``cache_dir`` holds the builtins converted to 🤗 Datasets (default ``~/.cache/vitkd``) and the Arrow
@@ -42,6 +50,9 @@ class DataConfig:
     """
 
     source: str
+    name: str | None = None
+    revision: str | None = None
+    streaming: bool = False
     train_split: str = "train"
     eval_split: str | None = None
     image_column: str | None = None
@@ -62,6 +73,13 @@ class DataConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source:
             raise ValueError(f"data.source must be a non-empty string, got {self.source!r}")
+        for key in ("name", "revision"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, str) or not value.strip()):
+                raise ValueError(f"data.{key} must be a non-empty string or None, got {value!r}")
+        if not isinstance(self.streaming, bool):
+            raise ValueError(f"data.streaming must be true or false, got {self.streaming!r}")
+        self._check_splits()
         if self.transform not in PRESETS:
             raise ValueError(f"data.transform must be one of {sorted(PRESETS)}, got {self.transform!r}")
         if self.in_chans not in (1, 3):
@@ -78,6 +96,24 @@ class DataConfig:
         self.std = self._channel_stats("std", self.std)
         if self.std is not None and min(self.std) <= 0:
             raise ValueError(f"data.std must be positive, got {self.std!r}")
+
+    def _check_splits(self) -> None:
+        """Split specs parse (``train[:10%]``); a streamed training split takes absolute slices only."""
+        for key in ("train_split", "eval_split"):
+            spec = getattr(self, key)
+            if spec is None and key == "eval_split":
+                continue
+            try:
+                parse_split(spec)
+            except ValueError as exc:
+                raise ValueError(f"data.{key}: {exc}") from exc
+        if self.streaming:
+            stream_rows(*parse_split(self.train_split))
+            if self.train_fraction < 1.0:
+                raise ValueError(
+                    "data.train_fraction does not apply to a streamed training split; use a slice such as "
+                    "data.train_split: 'train[:5000]'"
+                )
 
     def _channel_stats(self, name: str, values: tuple[float, ...] | None) -> tuple[float, ...] | None:
         """Tuple-ise a YAML list and check it has one value per channel."""

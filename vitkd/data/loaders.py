@@ -17,17 +17,11 @@ from collections.abc import Callable
 import datasets
 import numpy as np
 import torch
+from accelerate import PartialState
 from torch.utils.data import DataLoader, default_collate
 
 from vitkd.data.config import DataConfig, DataInfo
-from vitkd.data.sources import (
-    EVAL_SPLIT_CANDIDATES,
-    open_source,
-    require_labels,
-    resolve_split,
-    standardise,
-    unlabelled_count,
-)
+from vitkd.data.sources import NamedRows, decode_streamed, select_splits, stream_train_split
 from vitkd.data.transforms import build_transforms, eval_crop
 
 # Seed of the evaluation subset (max_eval_samples): fixed, so runs with different seeds see the same images.
@@ -44,29 +38,6 @@ def collate(samples: list[dict]) -> tuple[Images, torch.Tensor]:
     batch = default_collate(samples)
     images = batch["image"]
     return (tuple(images) if isinstance(images, list) else images), batch["label"]
-
-
-def _labelled_split(
-    cfg: DataConfig, splits: datasets.DatasetDict, requested: str
-) -> tuple[str, datasets.Dataset]:
-    name = resolve_split(splits, requested, cfg.source)
-    ds = standardise(splits, name, image_column=cfg.image_column, label_column=cfg.label_column)
-    return name, require_labels(ds, name, cfg.source)
-
-
-def _eval_split(cfg: DataConfig, splits: datasets.DatasetDict) -> tuple[str, datasets.Dataset]:
-    """``cfg.eval_split``, or the first labelled split among validation/valid/…/test."""
-    if cfg.eval_split is not None:
-        return _labelled_split(cfg, splits, cfg.eval_split)
-    for name in EVAL_SPLIT_CANDIDATES:
-        if name in splits:
-            ds = standardise(splits, name, image_column=cfg.image_column, label_column=cfg.label_column)
-            if unlabelled_count(ds) == 0:
-                return name, ds
-    raise ValueError(
-        f"No labelled evaluation split in {cfg.source!r} (looked for {list(EVAL_SPLIT_CANDIDATES)}); "
-        f"available splits: {sorted(splits)}. Set data.eval_split."
-    )
 
 
 def stratified_fraction(ds: datasets.Dataset, fraction: float, seed: int) -> datasets.Dataset:
@@ -101,15 +72,23 @@ def _check_eval_batch_size(eval_batch_size: int) -> None:
 
 
 def _loader(
-    ds: datasets.Dataset, transform: Callable, cfg: DataConfig, *, train: bool, batch_size: int, seed: int
+    ds: datasets.Dataset,
+    transform: Callable,
+    cfg: DataConfig,
+    *,
+    split: str,
+    train: bool,
+    batch_size: int,
+    seed: int,
 ) -> DataLoader:
-    """DataLoader over ``ds`` with ``transform``; training shuffles and drops the last incomplete batch.
+    """DataLoader over split ``split`` ``ds`` with ``transform``; training shuffles and drops the last
+    incomplete batch. A damaged image stops it with an error naming the split, row and file.
 
     Each loader gets its own generator seeded with ``seed``: it orders the training samples and seeds
     the workers, and it keeps iterating an eval loader from consuming the global RNG.
     """
     return DataLoader(
-        ds.with_transform(transform),
+        NamedRows(ds.with_transform(transform), split, cfg.source),
         batch_size=batch_size,
         shuffle=train,
         drop_last=train,
@@ -136,18 +115,26 @@ def _data_info(cfg: DataConfig, class_names: list[str]) -> DataInfo:
     )
 
 
-def _capped_eval_split(cfg: DataConfig, splits: datasets.DatasetDict) -> tuple[str, datasets.Dataset]:
-    name, evaluation = _eval_split(cfg, splits)
+def _capped(cfg: DataConfig, evaluation: datasets.Dataset) -> datasets.Dataset:
     if cfg.max_eval_samples is not None and cfg.max_eval_samples < len(evaluation):
-        evaluation = fixed_subset(evaluation, cfg.max_eval_samples)
-    return name, evaluation
+        return fixed_subset(evaluation, cfg.max_eval_samples)
+    return evaluation
 
 
 def build_eval_loader(cfg: DataConfig, *, batch_size: int, seed: int = 0) -> tuple[DataLoader, DataInfo]:
     """The evaluation half of :func:`build_loaders` alone (same split, subset, transform and batches)."""
     _check_eval_batch_size(batch_size)
-    _, evaluation = _capped_eval_split(cfg, open_source(cfg.source, cache_dir=cfg.cache_dir))
-    loader = _loader(evaluation, build_transforms(cfg)[1], cfg, train=False, batch_size=batch_size, seed=seed)
+    ((eval_name, evaluation),) = select_splits(cfg, train=False)
+    evaluation = _capped(cfg, evaluation)
+    loader = _loader(
+        evaluation,
+        build_transforms(cfg)[1],
+        cfg,
+        split=eval_name,
+        train=False,
+        batch_size=batch_size,
+        seed=seed,
+    )
     return loader, _data_info(cfg, evaluation.features["label"].names)
 
 
@@ -174,9 +161,10 @@ def build_loaders(
             "distillation losses use per-class statistics over the batch"
         )
     _check_eval_batch_size(eval_batch_size)
-    splits = open_source(cfg.source, cache_dir=cfg.cache_dir)
-    train_name, train = _labelled_split(cfg, splits, cfg.train_split)
-    eval_name, evaluation = _capped_eval_split(cfg, splits)
+    if cfg.streaming:
+        return _streaming_loaders(cfg, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+    (train_name, train), (eval_name, evaluation) = select_splits(cfg)
+    evaluation = _capped(cfg, evaluation)
     class_names = train.features["label"].names
     if evaluation.features["label"].names != class_names:
         raise ValueError(
@@ -192,6 +180,105 @@ def build_loaders(
             "lower the batch size or use more data"
         )
     train_transform, eval_transform = build_transforms(cfg)
-    train_loader = _loader(train, train_transform, cfg, train=True, batch_size=batch_size, seed=seed)
-    eval_loader = _loader(evaluation, eval_transform, cfg, train=False, batch_size=eval_batch_size, seed=seed)
+    train_loader = _loader(
+        train, train_transform, cfg, split=train_name, train=True, batch_size=batch_size, seed=seed
+    )
+    eval_loader = _loader(
+        evaluation, eval_transform, cfg, split=eval_name, train=False, batch_size=eval_batch_size, seed=seed
+    )
     return train_loader, eval_loader, _data_info(cfg, class_names)
+
+
+class IndexedStream(torch.utils.data.IterableDataset):
+    """A streamed training split as samples ``{"image", "label", "index"}`` for a DataLoader.
+
+    ``index`` is the sample's running position in this process's stream, interleaved over processes
+    and DataLoader workers (position · lanes + lane, lane = rank · workers + worker) so that no two
+    samples of one epoch share it; it depends on the process and worker counts. The stream is not
+    rewindable: a resumed run restarts the epoch's stream from its beginning (no exact mid-epoch resume).
+    """
+
+    def __init__(
+        self,
+        stream: datasets.IterableDataset,
+        transform: Callable,
+        num_classes: int,
+        *,
+        where: str,
+        rank: int,
+        world_size: int,
+    ) -> None:
+        super().__init__()
+        self.stream, self.transform, self.num_classes = stream, transform, num_classes
+        self.where, self.rank, self.world_size = where, rank, world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for ``epoch`` (the shuffle seed becomes seed + epoch, datasets' rule)."""
+        self.stream.set_epoch(epoch)
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        lanes, lane = self.world_size * workers, self.rank * workers + worker
+        for position, row in enumerate(self.stream):  # datasets hands each worker its own shards
+            image, label = decode_streamed(row, self.num_classes, position=position, where=self.where)
+            sample = self.transform({"image": [image], "label": [label]})
+            yield {"image": sample["image"][0], "label": label, "index": position * lanes + lane}
+
+
+def collate_indexed(samples: list[dict]) -> tuple[Images, torch.Tensor, torch.Tensor]:
+    """Streamed samples → (images, labels int64 [B], indices int64 [B]); images as in :func:`collate`."""
+    images, labels = collate([{"image": s["image"], "label": s["label"]} for s in samples])
+    return images, labels, torch.tensor([s["index"] for s in samples], dtype=torch.int64)
+
+
+def build_streaming_train_loader(
+    cfg: DataConfig, classes: datasets.ClassLabel, *, batch_size: int, seed: int
+) -> DataLoader:
+    """Training DataLoader over the streamed ``cfg.train_split``, already sharded for this process.
+
+    Batches ``(images, labels, indices)`` (see :class:`IndexedStream`), ``drop_last=True``; no length
+    (set ``train.max_steps``). The process layout comes from Accelerate's ``PartialState``; the loader
+    must not be sharded again (do not pass it through ``accelerator.prepare``; move batches to the
+    device directly). Call ``loader.dataset.set_epoch(epoch)`` each epoch.
+    """
+    state = PartialState()
+    stream = stream_train_split(
+        cfg, classes, rank=state.process_index, world_size=state.num_processes, seed=seed
+    )
+    dataset = IndexedStream(
+        stream,
+        build_transforms(cfg)[0],
+        classes.num_classes,
+        where=f"split {cfg.train_split!r} of {cfg.source!r}",
+        rank=state.process_index,
+        world_size=state.num_processes,
+    )
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        drop_last=True,
+        num_workers=cfg.num_workers,
+        pin_memory=cfg.pin_memory,
+        collate_fn=collate_indexed,
+    )
+
+
+def _streaming_loaders(
+    cfg: DataConfig, *, batch_size: int, eval_batch_size: int, seed: int
+) -> tuple[DataLoader, DataLoader, DataInfo]:
+    """:func:`build_loaders` with ``cfg.streaming``: the evaluation split loaded, the training split streamed."""
+    ((eval_name, evaluation),) = select_splits(cfg, train=False)
+    evaluation = _capped(cfg, evaluation)
+    classes = evaluation.features["label"]
+    train_loader = build_streaming_train_loader(cfg, classes, batch_size=batch_size, seed=seed)
+    eval_loader = _loader(
+        evaluation,
+        build_transforms(cfg)[1],
+        cfg,
+        split=eval_name,
+        train=False,
+        batch_size=eval_batch_size,
+        seed=seed,
+    )
+    return train_loader, eval_loader, _data_info(cfg, classes.names)
