@@ -109,7 +109,7 @@ def remote_split_files(
     """(commit hash, {split: [paths in the repo]}) of Hub dataset ``repo_id``, configuration ``name``.
 
     Online only; reads the dataset card and lists files, downloads no data. Raises ValueError for an
-    unknown configuration (data.name) or revision (data.revision), DatasetUnavailableError otherwise.
+    unknown configuration (data.name), DatasetUnavailableError for an unknown dataset or revision.
     """
     try:
         with hub_offline_mode(False):
@@ -122,15 +122,26 @@ def remote_split_files(
         raise _unavailable(repo_id, revision, str(exc)) from exc
     if not builder.config.data_files:
         raise _unavailable(repo_id, revision, "its configuration lists no data files")
-    fs = huggingface_hub.HfFileSystem()
-    commit = None
-    files: dict[str, list[str]] = {}
+    commit, files = revision or "main", {}
     for split, urls in builder.config.data_files.items():
         for url in urls:
-            resolved = fs.resolve_path(url.split("::")[-1])  # "zip://…::hf://…" names a file in an archive
-            commit = resolved.revision
-            files.setdefault(str(split), []).append(resolved.path_in_repo)
-    return commit or revision or "main", files
+            commit, path = _repo_path(url, repo_id)
+            files.setdefault(str(split), []).append(path)
+    return commit, files
+
+
+def _repo_path(url: str, repo_id: str) -> tuple[str, str]:
+    """(revision, path in the repo) of a data file URL as datasets resolves them,
+    ``hf://datasets/<repo_id>@<commit>/<path>`` (``zip://…::`` prefixes name a file in an archive).
+
+    Parsed by hand because ``HfFileSystem.resolve_path`` checks the revision over the network.
+    """
+    prefix = f"hf://datasets/{repo_id}@"
+    url = url.split("::")[-1]
+    if not url.startswith(prefix):
+        raise ValueError(f"Unexpected data file URL {url!r} for dataset {repo_id!r}")
+    commit, _, path = url[len(prefix) :].partition("/")
+    return commit, path
 
 
 def download_hub_files(repo_id: str, commit: str, paths: list[str]) -> Path:

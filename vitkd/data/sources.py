@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import pyarrow as pa
 import pyarrow.compute as pc
 from datasets.data_files import (
     SPLIT_KEYWORDS,
@@ -83,8 +84,14 @@ class SplitSource:
     _cache: dict[str, datasets.Dataset] = field(default_factory=dict, repr=False)
 
     def read(self, split: str) -> datasets.Dataset:
+        """Split ``split`` (an entry of ``split_names``); ValueError naming it when its files are damaged."""
         if split not in self._cache:
-            self._cache[split] = self._read(split)
+            try:
+                self._cache[split] = self._read(split)
+            except (pa.ArrowException, datasets.exceptions.DatasetGenerationError) as exc:
+                raise ValueError(
+                    f"Cannot read split {split!r} of {self.source!r}: {type(exc).__name__}: {exc}"
+                ) from exc
         return self._cache[split]
 
     def stream(self, split: str) -> datasets.IterableDataset:
@@ -157,10 +164,19 @@ def _saved_source(source: str, path: Path) -> SplitSource:
     """A ``save_to_disk`` folder: a DatasetDict's splits are separate sub-folders, each loaded on use."""
     if (path / "dataset_dict.json").is_file():
         names = json.loads((path / "dataset_dict.json").read_text())["splits"]
-        read = lambda split: datasets.load_from_disk(str(path / split))  # noqa: E731
+        read = lambda split: _load_saved(path / split)  # noqa: E731
         return SplitSource(source, tuple(names), read, lambda s: read(s).to_iterable_dataset(STREAM_SHARDS))
-    single = datasets.load_from_disk(str(path))
+    single = _load_saved(path)
     return _dict_source(source, datasets.DatasetDict({str(single.split or "train"): single}))
+
+
+def _load_saved(folder: Path) -> datasets.Dataset:
+    """``load_from_disk`` of one saved Dataset; an empty one (which datasets saves with no data file and
+    then fails to load with an IndexError) comes back as an empty Dataset with its features."""
+    if json.loads((folder / "state.json").read_text())["_data_files"]:
+        return datasets.load_from_disk(str(folder))
+    features = datasets.DatasetInfo.from_directory(str(folder)).features
+    return datasets.Dataset.from_dict({name: [] for name in features}, features=features)
 
 
 def _split_of_file(path: Path) -> str:
@@ -606,10 +622,13 @@ def stream_train_split(
             f"Split {name!r} of {cfg.source!r} has classes {declared.names[:5]}… but the evaluation split "
             f"has {classes.names[:5]}…; use splits of one dataset configuration"
         )
-    stream = stream.select_columns([image_col, label_col]).rename_columns(
-        {old: new for old, new in ((image_col, "image"), (label_col, "label")) if old != new}
+    # Images as {"bytes", "path"} from the first step on (a later cast would decode, then re-encode):
+    # decode_streamed decodes them and names a damaged one.
+    stream = (
+        stream.decode(False)
+        .select_columns([image_col, label_col])
+        .rename_columns({old: new for old, new in ((image_col, "image"), (label_col, "label")) if old != new})
     )
-    stream = stream.cast_column("image", datasets.Image(decode=False))
     stream = stream.skip(start) if start else stream
     stream = stream.take(stop - start) if stop is not None else stream
     stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
