@@ -189,6 +189,7 @@ def test_offline_uncached_hub_id_fails_fast_and_clearly(tmp_path):
         "HF_HUB_OFFLINE": "1",
         "HF_DATASETS_OFFLINE": "1",
         "HF_DATASETS_CACHE": str(tmp_path),
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
     }
     script = "from vitkd.data import load_dataset; load_dataset('vitkd-tests/never-cached', 'train')"
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)

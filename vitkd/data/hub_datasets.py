@@ -139,7 +139,10 @@ def _repo_path(url: str, repo_id: str) -> tuple[str, str]:
     prefix = f"hf://datasets/{repo_id}@"
     url = url.split("::")[-1]
     if not url.startswith(prefix):
-        raise ValueError(f"Unexpected data file URL {url!r} for dataset {repo_id!r}")
+        raise ValueError(
+            f"Dataset {repo_id!r} lists data file {url!r}, which is not a file of its Hub repository; vitkd "
+            "downloads repository files only: download the data yourself and pass the folder as data.source"
+        )
     commit, _, path = url[len(prefix) :].partition("/")
     return commit, path
 
