@@ -86,7 +86,7 @@ def test_seed_sets_the_order(sources):
 def test_train_fraction_is_stratified_and_seeded(sources):
     def subset(seed: int) -> datasets.Dataset:
         train, _, _ = build_loaders(config(sources["dict"], train_fraction=0.5), batch_size=4, seed=seed)
-        return train.dataset.ds.with_format(None)  # raw rows, without the tensor transform
+        return train.dataset.rows.with_format(None)  # raw rows, without the tensor transform
 
     first = subset(0)
     assert collections.Counter(first["label"]) == {0: 5, 1: 5, 2: 5, 3: 5}
@@ -110,7 +110,7 @@ def test_eval_loader_alone_matches_the_pair(sources):
 
 def test_auto_eval_split_skips_unlabelled_test(sources):
     _, evaluation, _ = build_loaders(config(sources["dict"]), batch_size=4)
-    assert evaluation.dataset.ds.with_format(None)["label"] == [
+    assert evaluation.dataset.rows.with_format(None)["label"] == [
         0,
         0,
         0,

@@ -554,36 +554,39 @@ def _image_file(ds: datasets.Dataset, row: int) -> str:
 
 
 class NamedRows:
-    """Map-style view of a standardised ``ds`` whose image decoding errors name source, split, row and file.
+    """Map-style dataset ``inner`` whose image decoding errors name the source, split, row and file.
 
     Decoding happens inside 🤗 datasets when a row is read (in a DataLoader worker, mid-training), where
     PIL's own message ("image file is truncated") names nothing; this re-raises it as
-    :class:`ImageReadError`. Rows are positions in ``ds`` (after any slice or subset).
+    :class:`ImageReadError`. ``inner`` is a standardised 🤗 dataset (with any transform) or a wrapper
+    over one, ``rows``, whose items are looked up by keys that are row numbers or carry one as
+    ``.index``; rows are positions in ``rows`` (after any slice or subset).
     """
 
-    def __init__(self, ds: datasets.Dataset, split: str, source: str) -> None:
-        self.ds, self.split, self.source = ds, split, source
+    def __init__(self, inner, split: str, source: str, *, rows: datasets.Dataset | None = None) -> None:
+        self.inner, self.split, self.source = inner, split, source
+        self.rows = inner if rows is None else rows
 
     def __len__(self) -> int:
-        return len(self.ds)
+        return len(self.inner)
 
-    def __getitem__(self, row: int) -> dict:
+    def __getitem__(self, key) -> dict:
         try:
-            return self.ds[row]
+            return self.inner[key]
         except IMAGE_DECODE_ERRORS as exc:
-            raise self._error(row, exc) from exc
+            raise self._error(getattr(key, "index", key), exc) from exc
 
-    def __getitems__(self, rows: list[int]) -> list[dict]:
+    def __getitems__(self, keys: list) -> list[dict]:
         """Batched read (DataLoader uses it when present); on failure, the first failing row is named."""
         try:
-            return self.ds.__getitems__(rows)
+            return self.inner.__getitems__(keys)
         except IMAGE_DECODE_ERRORS:
-            return [self[row] for row in rows]
+            return [self[key] for key in keys]
 
     def _error(self, row: int, exc: BaseException) -> ImageReadError:
         return ImageReadError(
             f"Cannot decode the image of row {row} of split {self.split!r} of {self.source!r} "
-            f"(file: {_image_file(self.ds, row)}): {type(exc).__name__}: {exc}. Repair or remove that "
+            f"(file: {_image_file(self.rows, row)}): {type(exc).__name__}: {exc}. Repair or remove that "
             "file, or exclude it with a split slice (data.train_split / data.eval_split)."
         )
 
