@@ -95,11 +95,14 @@ def why_offline() -> str | None:
 
 def _unavailable(repo_id: str, revision: str | None, detail: str) -> DatasetUnavailableError:
     at = f" at revision {revision!r}" if revision else ""
+    pin = f", revision={revision!r}" if revision else ""
     return DatasetUnavailableError(
-        f"Cannot load dataset {repo_id!r}{at}: {detail}. To make it available, run vitkd once with the "
-        f"same recipe on a machine with internet access and the same HF_HUB_CACHE "
-        f"({huggingface_hub.constants.HF_HUB_CACHE}), with HF_HUB_OFFLINE unset, or pass a local folder "
-        "as the source (a save_to_disk folder, an image folder with class sub-folders, or parquet files)."
+        f"Cannot load dataset {repo_id!r}{at}: {detail}. To make it available offline, fetch the splits "
+        f"you use on a machine with internet access, with HF_HUB_OFFLINE unset and the same HF_HUB_CACHE "
+        f"({huggingface_hub.constants.HF_HUB_CACHE}): `python -c \"from vitkd.data import load_splits; "
+        f"load_splits({repo_id!r}, ['train', 'validation']{pin})\"` (your split names; add name=... for a "
+        "configuration), or pass a local folder as the source (a save_to_disk folder, an image folder with "
+        "class sub-folders, or parquet files)."
     )
 
 
