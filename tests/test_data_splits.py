@@ -284,6 +284,13 @@ def test_label_out_of_range_is_caught_before_training(tmp_path, bad):
 # --- streaming -------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def no_stream_shutdown_pause(monkeypatch):
+    """datasets pauses 5 s whenever a multi-source stream ends (for remote readers' threads to stop);
+    local test streams end every epoch, so skip the pause."""
+    monkeypatch.setattr(datasets.config, "SLEEP_TIME_ON_THREADS_SHUTDOWN", 0)
+
+
 def streaming_config(root, tmp_path, **kwargs) -> DataConfig:
     return DataConfig(
         str(root), streaming=True, transform="none", num_workers=0, cache_dir=str(tmp_path / "c"), **kwargs
