@@ -223,18 +223,16 @@ def folder_split_files(root: Path, name: str | None) -> dict[str, list[str]]:
             f"data.name {name!r} is not a configuration of {str(root)!r}; its README.md lists "
             f"{sorted(configs) or 'none'}"
         )
-    if configs:
-        chosen = (
-            name or configs.get_default_config_name() or (next(iter(configs)) if len(configs) == 1 else None)
-        )
-        if chosen is None:
-            raise ValueError(f"{str(root)!r} has several configurations {sorted(configs)}: set data.name")
-        base = root / configs[chosen].get("data_dir", "")
-        patterns = sanitize_patterns(configs[chosen]["data_files"])
+    chosen = (name or configs.get_default_config_name()) if configs else None
+    if configs and chosen is None:
+        raise ValueError(f"{str(root)!r} has several configurations {sorted(configs)}: set data.name")
+    config = configs[chosen] if configs else {}
+    base = root / config.get("data_dir", "")
+    if "data_files" in config:
+        patterns = sanitize_patterns(config["data_files"])
     else:
-        base = root
         try:
-            patterns = get_data_patterns(str(root))
+            patterns = get_data_patterns(str(base))
         except datasets.exceptions.EmptyDatasetError:
             patterns = {}
     files: dict[str, list[str]] = {}
