@@ -41,6 +41,8 @@ FASHION_MNIST_CLASSES = (
     "Ankle boot",
 )
 DIGITS_TEST_SIZE = 360
+# Bump when the converted layout changes, so stale caches are not reused.
+FORMAT_VERSION = 1
 
 
 class BuiltinNotInstalled(LookupError):
@@ -49,10 +51,6 @@ class BuiltinNotInstalled(LookupError):
     def __init__(self, message: str, hub_id: str) -> None:
         super().__init__(message)
         self.hub_id = hub_id
-
-
-# Bump when the converted layout changes, so stale caches are not reused.
-FORMAT_VERSION = 1
 
 
 def default_cache_dir() -> Path:

@@ -71,7 +71,7 @@ class DataConfig:
     cache_dir: str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.source, str) or not self.source:
+        if not isinstance(self.source, str) or not self.source.strip():
             raise ValueError(f"data.source must be a non-empty string, got {self.source!r}")
         for key in ("name", "revision"):
             value = getattr(self, key)
