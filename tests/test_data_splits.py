@@ -21,6 +21,7 @@ from vitkd.data import (
 )
 from vitkd.data.loaders import build_streaming_train_loader
 from vitkd.data.synthetic import random_image_dataset, write_image_folder
+from vitkd.recipe import RecipeError, recipe_from_dict
 
 CARD = """---
 configs:
@@ -349,3 +350,14 @@ def test_streamed_label_out_of_range_is_named(tmp_path):
     )
     with pytest.raises(ValueError, match=r"has label 1, outside the 1 classes 0..0"):
         list(loader)
+
+
+def test_a_recipe_refuses_streaming_until_the_engine_takes_it():
+    raw = {
+        "name": "s",
+        "data": {"source": "digits", "streaming": True},
+        "student": "cifar_resnet8",
+        "distill": {"method": "none"},
+    }
+    with pytest.raises(RecipeError, match="data.streaming: the training engine does not take"):
+        recipe_from_dict(raw)

@@ -404,6 +404,10 @@ def _validate(recipe: Recipe) -> None:
     if recipe.distill.heads == "split" and "distilled" not in recipe.student.name:
         raise RecipeError(f"distill.heads is 'split' but student {recipe.student.name!r} has no distillation head: "
                           "use a DeiT '*_distilled_*' student, or distill.heads: cls")
+    if recipe.data.streaming:  # remove once the engine runs without len(train_loader) / accelerator.prepare
+        raise RecipeError("data.streaming: the training engine does not take a streamed training split yet (it "
+                          "needs the epoch length); set data.streaming: false, or use "
+                          "vitkd.data.build_loaders directly")
     if recipe.hub.push and not recipe.hub.repo_id:
         raise RecipeError("hub.push is true but hub.repo_id is empty: set hub.repo_id: owner/name")
 
