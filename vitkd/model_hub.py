@@ -1,6 +1,6 @@
 """Model Hub upload: push an exported student (or a training run's reported student) to the Hugging Face Hub.
 
-(Datasets from the Hub are :mod:`vitkd.data.hub`'s business.)
+(Datasets from the Hub are :mod:`vitkd.data.hub_datasets`' business.)
 
 The repository receives exactly ``model.safetensors``, ``config.json`` and ``README.md``, so anyone can
 load it with ``timm.create_model('hf-hub:<owner>/<name>', pretrained=True)``.
