@@ -57,14 +57,17 @@ class ModelConfig:
 
     ``checkpoint``: a local ``.safetensors``/``.pth`` file or timm export folder, or ``hf-hub:…`` /
     ``timm`` to take timm's pretrained weights. ``kwargs`` go to ``timm.create_model`` (e.g.
-    ``drop_path_rate``, ``img_size``). ``ignore``: key patterns left out of the checkpoint check,
-    e.g. ``["head.*"]`` to start a student from weights with another head.
+    ``drop_path_rate``, ``img_size``). ``ignore``: key patterns left out of the checkpoint check.
+    ``reset_head: true`` (students only) loads everything but the classifier from ``checkpoint`` and
+    starts a new head for the dataset's classes: fine-tuning a pretrained model to your classes, e.g.
+    to make a teacher for them (README, "Fine-tune the teacher, then distil").
     """
 
     name: str
     checkpoint: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     ignore: list[str] = field(default_factory=list)
+    reset_head: bool = False
 
 
 @dataclass
@@ -396,7 +399,15 @@ def _validate(recipe: Recipe) -> None:
         raise RecipeError("train.checkpoint_every must be >= 0 (0 = only at the end)")
     if recipe.distill.warmup_epochs < 0:
         raise RecipeError("distill.warmup_epochs must be >= 0")
+    if recipe.student.reset_head and recipe.student.checkpoint is None:
+        raise RecipeError("student.reset_head is true but student.checkpoint is empty: a new head only makes sense "
+                          "on pretrained weights (checkpoint: timm, hf-hub:<org>/<repo> or a file); remove reset_head")
     for teacher in recipe.teachers:
+        if teacher.reset_head:
+            raise RecipeError(f"teacher {teacher.name!r} has reset_head: true, but a teacher's head makes the soft "
+                              "labels and must be trained: fine-tune it first (a recipe with student: {name: "
+                              f"{teacher.name}, checkpoint: ..., reset_head: true}} and distill.method: none), then "
+                              "set teacher.checkpoint to that run's student/ export")
         if teacher.ignore:
             raise RecipeError(f"teacher {teacher.name!r} has 'ignore' {teacher.ignore}: a teacher's checkpoint must "
                               "match it completely (its head makes the soft labels); remove 'ignore'")

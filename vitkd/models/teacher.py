@@ -3,21 +3,32 @@
 Weights come from local files through :func:`~vitkd.models.weights.load_weights` (strict, every
 mismatch named) rather than timm's ``pretrained_cfg_overlay=dict(file=...)``, which silently
 re-initialises a head whose class count differs from the cfg's unless the overlay repeats it.
+
+:func:`adapt_teacher` gives a teacher the inputs it was trained on when the student's data are
+normalised or sized differently (e.g. timm's ImageNet DeiT-S teaching a 32 px CIFAR student).
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from os import PathLike
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import timm
+import torch
+import torch.nn.functional as F
 from timm.models import get_pretrained_cfg, split_model_name_tag
 from torch import nn
 
-from vitkd.models.weights import load_weights
+from vitkd.models.weights import CheckpointMismatchError, load_weights
+
+if TYPE_CHECKING:
+    from vitkd.data import DataInfo
 
 _logger = logging.getLogger(__name__)
 
@@ -76,15 +87,27 @@ def create_student(
     in_chans: int = 3,
     checkpoint: Checkpoint = None,
     ignore: Sequence[str] = (),
+    reset_head: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """A trainable ``timm.create_model(name, ...)``, initialised from ``checkpoint`` when given.
 
-    ``checkpoint`` takes the forms of :func:`create_teacher`. Unlike a teacher's, a student's head may
-    start fresh: with ``"timm"`` / ``"hf-hub:..."`` weights of another class count timm re-initialises it
-    (logged); with a local file pass ``ignore=["<head>.*"]`` (see ``load_weights``).
+    ``checkpoint`` takes the forms of :func:`create_teacher`. ``reset_head=True`` loads everything but
+    the classifier (timm's ``pretrained_cfg['classifier']``) and starts a new ``num_classes`` head:
+    fine-tuning pretrained weights to other classes. Without it, weights whose head has another class
+    count are refused (nothing is re-initialised silently).
     """
-    return _create(name, num_classes, in_chans, checkpoint, new_head_ok=True, ignore=ignore, **kwargs)
+    if reset_head and checkpoint is None:
+        raise ValueError("reset_head=True needs a checkpoint: a new head only makes sense on pretrained weights")
+    model = _create(name, num_classes, in_chans, checkpoint, new_head_ok=reset_head, ignore=ignore, **kwargs)
+    if reset_head and checkpoint is not None and _is_pretrained(checkpoint):
+        model.reset_classifier(num_classes)  # timm kept the pretrained head when the class counts agree
+    return model
+
+
+def _is_pretrained(checkpoint: Checkpoint) -> bool:
+    """Whether ``checkpoint`` names timm's pretrained weights (``timm`` or ``hf-hub:...``) rather than a file."""
+    return checkpoint is not None and (checkpoint == TIMM_PRETRAINED or str(checkpoint).startswith(HUB_PREFIX))
 
 
 def _create(
@@ -102,12 +125,24 @@ def _create(
             "pass checkpoint='timm' or checkpoint='hf-hub:<org>/<repo>' instead of pretrained=..., "
             "or a local checkpoint file / folder"
         )
-    if checkpoint is not None and (checkpoint == TIMM_PRETRAINED or str(checkpoint).startswith(HUB_PREFIX)):
+    if _is_pretrained(checkpoint):
         return _create_pretrained(name, str(checkpoint), num_classes, in_chans, new_head_ok, **kwargs)
     model = timm.create_model(name, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if checkpoint is not None:
-        load_weights(model, checkpoint, ignore=ignore)
+        heads = classifier_keys(model) if new_head_ok else ()
+        try:
+            load_weights(model, checkpoint, ignore=[*ignore, *(f"{h}.*" for h in heads)])
+        except CheckpointMismatchError as err:
+            if new_head_ok:
+                raise
+            raise CheckpointMismatchError(f"{err}\n  if the heads differ: {HEAD_ADVICE}") from err
     return model
+
+
+def classifier_keys(model: nn.Module) -> tuple[str, ...]:
+    """State-dict prefixes of ``model``'s classifier(s) from timm's ``pretrained_cfg`` (``("head", "head_dist")``)."""
+    heads = getattr(model, "pretrained_cfg", {}).get("classifier") or ()
+    return (heads,) if isinstance(heads, str) else tuple(heads)
 
 
 def _create_pretrained(
@@ -133,14 +168,123 @@ def _create_pretrained(
 
 
 def _check_head(source: str, pretrained_classes: int, num_classes: int, new_head_ok: bool) -> None:
-    if pretrained_classes == num_classes:
+    if pretrained_classes == num_classes or new_head_ok:
         return
-    if not new_head_ok:
-        raise ValueError(
-            f"{source} has a {pretrained_classes}-class head but num_classes={num_classes}: timm would "
-            f"re-initialise it, and a teacher needs its trained head. Pass num_classes={pretrained_classes} "
-            "or a checkpoint trained for your classes."
-        )
-    _logger.warning(
-        "%s: new %d-class head (pretrained head has %d classes)", source, num_classes, pretrained_classes
+    raise ValueError(
+        f"{source} has a {pretrained_classes}-class head but num_classes={num_classes}: timm would re-initialise "
+        f"it. {HEAD_ADVICE}"
     )
+
+
+# How to resolve a head whose class count differs from the data's, in recipe keys.
+HEAD_ADVICE = (
+    "For a student, set student.reset_head: true to start a new head for your classes. A teacher needs a "
+    "head trained for your classes: fine-tune it first (a recipe with student: {name: <teacher name>, "
+    "checkpoint: <these weights>, reset_head: true} and distill.method: none), then set teacher.checkpoint "
+    "to that run's student/ export (README, 'Fine-tune the teacher, then distil')."
+)
+
+
+# ----------------------------------------------------------------------------- teacher inputs
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How images are prepared for a network: per-channel ``mean``/``std`` of [0, 1] pixels, square
+    side ``image_size`` in pixels, and the resize ``interpolation`` (``bilinear``, ``bicubic``...)."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+    interpolation: str = "bilinear"
+
+
+class TeacherInput(nn.Module):
+    """The frozen ``teacher`` fed the student's batch converted to the teacher's own preprocessing.
+
+    ``forward(images)`` takes images [B, C, H, W] normalised with ``data`` (``data.image_size`` px) and
+    returns the teacher's logits for the same images normalised with ``teacher_spec`` and resized to
+    ``teacher_spec.image_size`` (on the batch's device, inside autocast). Without a resize the
+    conversion is the affine map ``x · std_d / std_t + (mean_d − mean_t) / std_t``; with one, pixels
+    are recovered, resized with the teacher's interpolation, clipped to [0, 1] (as an 8-bit image
+    resize would) and normalised for the teacher. Hand-written because timm's distillation task only
+    re-normalises (it assumes equal sizes) and builds the teacher itself.
+    """
+
+    def __init__(self, teacher: nn.Module, data: InputSpec, teacher_spec: InputSpec) -> None:
+        super().__init__()
+        if len(data.mean) != len(teacher_spec.mean):
+            raise ValueError(f"data has {len(data.mean)} channels but the teacher's mean/std have "
+                             f"{len(teacher_spec.mean)}")
+        self.teacher = teacher
+        self.data, self.teacher_spec = data, teacher_spec
+        for name, values in (("data_mean", data.mean), ("data_std", data.std),
+                             ("teacher_mean", teacher_spec.mean), ("teacher_std", teacher_spec.std)):
+            self.register_buffer(name, torch.tensor(values).view(1, -1, 1, 1), persistent=False)
+        freeze(self)
+
+    @property
+    def resizes(self) -> bool:
+        return self.data.image_size != self.teacher_spec.image_size
+
+    def convert(self, images: torch.Tensor) -> torch.Tensor:
+        """[B, C, H, W] normalised as the data -> [B, C, h, w] normalised and sized for the teacher."""
+        if not self.resizes:
+            return images * (self.data_std / self.teacher_std) + (self.data_mean - self.teacher_mean) / self.teacher_std
+        pixels = images * self.data_std + self.data_mean
+        size, mode = self.teacher_spec.image_size, self.teacher_spec.interpolation
+        smooth = mode in ("bilinear", "bicubic")  # the modes that take align_corners / antialias
+        pixels = F.interpolate(pixels, size=(size, size), mode=mode, align_corners=False if smooth else None,
+                               antialias=smooth and size < self.data.image_size)
+        return (pixels.clamp(0, 1) - self.teacher_mean) / self.teacher_std
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.teacher(self.convert(images))
+
+
+def teacher_input_spec(teacher: nn.Module, checkpoint: Checkpoint, in_chans: int) -> InputSpec | None:
+    """The preprocessing ``teacher``'s weights were trained with, or None when the checkpoint does not say.
+
+    Known for timm's weights (``checkpoint`` ``timm`` / ``hf-hub:...``: the model's ``pretrained_cfg``) and
+    for export folders (their ``config.json``); a bare ``.pth``/``.safetensors`` file records none. For a
+    1-channel dataset a 3-channel spec is averaged over channels (timm sums the stem's RGB filters when
+    building a 1-channel model).
+    """
+    if _is_pretrained(checkpoint):
+        cfg = teacher.pretrained_cfg
+    elif checkpoint is not None and (Path(checkpoint) / "config.json").is_file():
+        cfg = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8")).get("pretrained_cfg", {})
+    else:
+        return None
+    if not {"mean", "std", "input_size"} <= set(cfg):
+        return None
+    mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
+    if in_chans == 1 and len(mean) == 3:
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    height, width = cfg["input_size"][-2:]
+    if height != width:
+        raise ValueError(f"teacher input size {height}x{width} is not square; vitkd's data are square")
+    return InputSpec(mean, std, int(height), cfg.get("interpolation") or "bilinear")
+
+
+def adapt_teacher(teacher: nn.Module, data_info: DataInfo, checkpoint: Checkpoint) -> nn.Module:
+    """``teacher`` wrapped in :class:`TeacherInput` when its weights expect other inputs than the data's.
+
+    ``data_info``: what the loaders produce (its ``mean``, ``std``, ``image_size``). Returns ``teacher``
+    itself when the preprocessing is the same or unknown (see :func:`teacher_input_spec`: a bare
+    weights file is assumed to share the data's).
+    """
+    data = InputSpec(tuple(data_info.mean), tuple(data_info.std), data_info.image_size)
+    spec = teacher_input_spec(teacher, checkpoint, len(data.mean))
+    if spec is None or (spec.mean, spec.std, spec.image_size) == (data.mean, data.std, data.image_size):
+        return teacher
+    return TeacherInput(teacher, data, spec)
+
+
+def teacher_input_record(teacher: nn.Module) -> dict[str, Any]:
+    """For ``run_info.json``: how the (adapted) teacher's inputs are made from the student's batch."""
+    if isinstance(teacher, TeacherInput):
+        return {"adapted": True, "data": asdict(teacher.data), "teacher": asdict(teacher.teacher_spec),
+                "resized": teacher.resizes}
+    return {"adapted": False, "reason": "the teacher's recorded preprocessing equals the data's, or its "
+            "checkpoint records none (a bare weights file is assumed to share the data's)"}
