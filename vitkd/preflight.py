@@ -38,7 +38,15 @@ from vitkd.models.teacher import HEAD_ADVICE, HUB_PREFIX, TIMM_PRETRAINED, class
 from vitkd.models.weights import FOLDER_WEIGHT_FILES, CheckpointMismatchError, load_weights
 from vitkd.recipe import ModelConfig, Recipe, RecipeError
 
-__all__ = ["ModelCheck", "PreflightError", "PreflightReport", "check_runnable", "inspect_recipe", "preflight"]
+__all__ = [
+    "ModelCheck",
+    "PreflightError",
+    "PreflightReport",
+    "check_runnable",
+    "inspect_recipe",
+    "preflight",
+    "source_opens_offline",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -285,25 +293,40 @@ def _check_local_weights(
 # ----------------------------------------------------------------------------- data and Hub
 
 
-def _check_data(cfg: DataConfig, hub: _HubAccess, report: PreflightReport) -> str:
-    """Whether ``cfg.source`` can be opened, by the order of :func:`vitkd.data.sources.open_source`."""
-    source = cfg.source
+def _source_kind(source: str) -> str:
+    """``builtin``, ``local`` (an existing path or a glob that matches), ``missing`` (a path that does not
+    exist), ``cached`` (a Hub id in 🤗 datasets' cache) or ``hub``; in the order of ``open_source``."""
     path = Path(source).expanduser()
     if source in BUILTINS:
-        return f"builtin {source!r}"
-    if path.exists():
-        return f"local path {str(path)!r}"
-    if glob.has_magic(source):
-        if glob.glob(str(path), recursive=True):
-            return f"local files {source!r}"
-        report.problems.append(f"data.source: the glob {source!r} matches no file")
-        return f"local files {source!r}"
-    if source.startswith((".", "/", "~")) or source.count("/") > 1:
-        report.problems.append(f"data.source: {source!r} does not exist (relative paths start at {Path.cwd()})")
+        return "builtin"
+    if path.exists() or (glob.has_magic(source) and glob.glob(str(path), recursive=True)):
+        return "local"
+    if glob.has_magic(source) or source.startswith((".", "/", "~")) or source.count("/") > 1:
+        return "missing"
+    return "cached" if _datasets_cache(source).is_dir() else "hub"
+
+
+def _datasets_cache(repo_id: str) -> Path:
+    """Where ``datasets.load_dataset(repo_id)`` keeps its Arrow files (its ``<org>___<name>`` layout)."""
+    return Path(datasets.config.HF_DATASETS_CACHE) / repo_id.replace("/", "___")
+
+
+def source_opens_offline(source: str) -> bool:
+    """Whether ``data.source`` can be opened without the network (builtin, existing local path, cached Hub id)."""
+    return _source_kind(source) in ("builtin", "local", "cached")
+
+
+def _check_data(cfg: DataConfig, hub: _HubAccess, report: PreflightReport) -> str:
+    """Whether ``cfg.source`` can be opened, by the order of :func:`vitkd.data.sources.open_source`."""
+    source, kind = cfg.source, _source_kind(cfg.source)
+    if kind in ("builtin", "local"):
+        return f"{kind} {source!r}"
+    if kind == "missing":
+        report.problems.append(f"data.source: {source!r} does not exist or matches no file (relative paths "
+                               f"start at the working directory, {Path.cwd()})")
         return f"local path {source!r}"
-    cache = Path(datasets.config.HF_DATASETS_CACHE) / source.replace("/", "___")
-    if cache.is_dir():
-        return f"🤗 Hub dataset {source!r} (in the local datasets cache {cache})"
+    if kind == "cached":
+        return f"🤗 Hub dataset {source!r} (in the local datasets cache {_datasets_cache(source)})"
     if not hub.online:
         report.problems.append(
             f"data.source: the 🤗 Hub dataset {source!r} is not in the local datasets cache "
