@@ -20,6 +20,7 @@ import difflib
 import functools
 import glob
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -138,8 +139,9 @@ def _check_model(
     if not timm.is_model(base):
         close = difflib.get_close_matches(base, timm.list_models(), n=3, cutoff=0.6)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        family = re.split(r"[_\d]", base)[0] or base
         report.problems.append(f"{role}.name: {cfg.name!r} is not a timm model (vitkd's models included).{hint} "
-                               "`python -c \"import timm, vitkd; print(timm.list_models('*resnet*'))\"` lists names")
+                               f"`python -c \"import timm, vitkd; print(timm.list_models('{family}*'))\"` lists names")
         return None
     check = ModelCheck(role, cfg.name, _weights_source(cfg), num_classes=num_classes)
     model = _build_on_meta(role, cfg, data, num_classes, report)
