@@ -21,7 +21,7 @@ from torch import nn
 
 from vitkd.data import build_loaders
 from vitkd.data.transforms import eval_pipeline, train_views
-from vitkd.engine.factory import build_optimizer, lr_per_epoch
+from vitkd.engine.factory import build_optimizer, lr_per_update, updates_in_epoch
 from vitkd.engine.task import DistillationTask
 from vitkd.preflight import inspect_recipe, source_opens_offline
 from vitkd.recipe import Recipe
@@ -36,13 +36,16 @@ def make_plan(recipe: Recipe) -> dict[str, Any]:
     report = inspect_recipe(recipe, num_classes=data.get("num_classes"))
     updates = data.get("updates_per_epoch")
     optimizer = _optimizer_section(recipe, problems)
+    lrs = lr_per_update(recipe, updates or 1) if optimizer else []
     return {
         "recipe": recipe.name,
         "models": [vars(m) for m in report.models],
         "data": data,
         "optimizer": optimizer,
         "schedule": _schedule_section(recipe, updates),
-        "lr_per_epoch": lr_per_epoch(recipe, updates or 1) if optimizer else [],
+        "lr_per_epoch": [epoch[0] for epoch in lrs],
+        # per-update schedules: the lr of the first and the last update of each epoch
+        "lr_first_last_per_epoch": None if recipe.schedule.step_on_epochs else [[e[0], e[-1]] for e in lrs],
         "kd_ramp_per_epoch": _kd_ramp(recipe),
         "loss": {
             "name": recipe.distill.method,
@@ -100,7 +103,7 @@ def _data_section(recipe: Recipe, problems: list[str]) -> dict[str, Any]:
         train_samples=len(train_loader.dataset),
         eval_samples=len(eval_loader.dataset),
         batches_per_epoch=len(shard),  # per process, as Accelerate shards them
-        updates_per_epoch=math.ceil(len(shard) / recipe.train.grad_accum_steps),
+        updates_per_epoch=updates_in_epoch(recipe, len(shard)),
     )
     return section
 
@@ -171,8 +174,9 @@ def _kd_ramp(recipe: Recipe) -> list[float] | None:
 
 
 def _precision(recipe: Recipe) -> str:
-    """The recipe's precision, or the one ``accelerate launch --mixed_precision`` put in the environment."""
-    return os.environ.get("ACCELERATE_MIXED_PRECISION") or recipe.train.mixed_precision
+    """The precision the trainer will use: the launcher's (``accelerate launch --mixed_precision``, ``accelerate
+    config``, seen as ``ACCELERATE_MIXED_PRECISION``), else the recipe's, else ``no``."""
+    return os.environ.get("ACCELERATE_MIXED_PRECISION") or recipe.train.mixed_precision or "no"
 
 
 # ----------------------------------------------------------------------------- text
@@ -209,6 +213,10 @@ def format_plan(plan: dict[str, Any]) -> str:
     lines.append(f"  schedule: {schedule['sched']} ({'per epoch' if schedule['step_on_epochs'] else 'per update'})"
                  f"{milestones}, warm-up {schedule['warmup_epochs']} epoch(s); lr in each epoch:")
     lines += [f"    {text}" for text in _runs_of_equal(plan["lr_per_epoch"], "lr")]
+    if plan["lr_first_last_per_epoch"] is not None:
+        lines.append("    (per-update schedule: the lr of each epoch's first update; last updates: "
+                     + ", ".join(f"{last:.4g}" for _, last in plan["lr_first_last_per_epoch"][:8])
+                     + (" ..." if len(plan["lr_first_last_per_epoch"]) > 8 else "") + ")")
     loss = plan["loss"]
     lines.append(f"  loss: {loss['ce_weight']} * CE" + ("" if loss["name"] == "none" else
                  f" + ramp * {loss['kd_weight']} * {loss['name']}({loss['kwargs']}), heads {loss['heads']}"))

@@ -6,7 +6,7 @@ from torch import nn
 
 from vitkd.data import DataInfo
 from vitkd.losses import build_loss
-from vitkd.models import create_student, create_teacher
+from vitkd.models import adapt_teacher, create_student, create_teacher
 from vitkd.recipe import DistillConfig, ModelConfig
 
 __all__ = ["build_criterion", "build_student", "build_teacher"]
@@ -17,7 +17,7 @@ def build_student(cfg: ModelConfig, info: DataInfo) -> nn.Module:
     heads in training mode (``set_distilled_training``) so the task can route losses per head."""
     student = create_student(
         cfg.name, num_classes=info.num_classes, in_chans=info.in_chans, checkpoint=cfg.checkpoint,
-        ignore=cfg.ignore, **cfg.kwargs,
+        ignore=cfg.ignore, reset_head=cfg.reset_head, **cfg.kwargs,
     )
     if hasattr(student, "set_distilled_training"):
         student.set_distilled_training(True)
@@ -28,9 +28,9 @@ def build_teacher(cfgs: list[ModelConfig], info: DataInfo) -> nn.Module | None:
     """The frozen teacher, or the logit-averaging ensemble of several; None when there is none."""
     from vitkd.engine.task import TeacherEnsemble
 
-    teachers = [
-        create_teacher(c.name, num_classes=info.num_classes, in_chans=info.in_chans, checkpoint=c.checkpoint,
-                       **c.kwargs)
+    teachers = [  # each fed the student's batch in its own preprocessing (adapt_teacher)
+        adapt_teacher(create_teacher(c.name, num_classes=info.num_classes, in_chans=info.in_chans,
+                                     checkpoint=c.checkpoint, **c.kwargs), info, c.checkpoint)
         for c in cfgs
     ]
     if not teachers:

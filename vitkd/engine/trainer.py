@@ -28,11 +28,12 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 
-from vitkd.data import DataInfo
 from vitkd.engine.checkpoint import TrainState, resolve_resume, save_checkpoint
 from vitkd.engine.evaluate import evaluate
 from vitkd.engine.factory import Parts, build_parts, current_lr, updates_in_epoch
 from vitkd.export import export_student
+from vitkd.models.teacher import teacher_input_record
+from vitkd.preflight import check_runnable
 from vitkd.recipe import Recipe, TrainConfig
 from vitkd.run_folder import RunFolder, command_line, file_sha256, package_versions, tracker_config
 
@@ -109,6 +110,7 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
     A SIGTERM/SIGINT stops at the next step boundary with a checkpoint; the summary then has
     ``"preempted": True`` and no export is written.
     """
+    check_runnable(recipe)  # every problem of the recipe at once, before any data is read
     cfg = recipe.train
     run_dir = recipe.run_dir()
     accelerator = make_accelerator(cfg, run_dir)
@@ -124,7 +126,7 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
         accelerator.print(f"resumed from {resume_from} (epoch {state.epoch + 1}, step {state.global_step})")
     teacher_metrics = evaluate(parts.teacher, parts.eval_loader, accelerator) if parts.teacher is not None else None
     if accelerator.is_main_process:
-        _write_run_header(run_dir, recipe, accelerator, parts.info, command, teacher_metrics)
+        _write_run_header(run_dir, recipe, accelerator, parts, command, teacher_metrics)
     if cfg.log_with:
         accelerator.init_trackers(recipe.name, config=tracker_config(recipe))
 
@@ -430,7 +432,8 @@ def _warn_on_process_count(accelerator: Accelerator, gpus: int) -> None:
         )
 
 
-def _write_run_header(run_dir, recipe, accelerator, info: DataInfo, command, teacher_metrics) -> None:
+def _write_run_header(run_dir, recipe, accelerator, parts: Parts, command, teacher_metrics) -> None:
+    info = parts.info
     folder = RunFolder(run_dir)
     folder.write_recipe(recipe)
     cfg = recipe.train
@@ -454,4 +457,5 @@ def _write_run_header(run_dir, recipe, accelerator, info: DataInfo, command, tea
         "teacher_sha256": {t.name: file_sha256(t.checkpoint) if t.checkpoint else None
                            for t in recipe.teachers},
         "teacher_eval": teacher_metrics,
+        "teacher_input": teacher_input_record(parts.teacher) if parts.teacher is not None else None,
     })

@@ -11,7 +11,7 @@ from vitkd.models import (  # noqa: F401  (imported to register their models wit
     cifar_wrn,
     vit,
 )
-from vitkd.models.teacher import create_student, create_teacher, freeze
+from vitkd.models.teacher import adapt_teacher, create_student, create_teacher, freeze
 from vitkd.models.vit import VIT_EXPORT_ARCH
 from vitkd.models.weights import CheckpointMismatchError, LoadReport, load_weights, read_state_dict
 
@@ -48,6 +48,7 @@ __all__ = [
     "VIT_MODELS",
     "CheckpointMismatchError",
     "LoadReport",
+    "adapt_teacher",
     "create_student",
     "create_teacher",
     "freeze",

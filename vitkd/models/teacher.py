@@ -281,10 +281,15 @@ def adapt_teacher(teacher: nn.Module, data_info: DataInfo, checkpoint: Checkpoin
     return TeacherInput(teacher, data, spec)
 
 
-def teacher_input_record(teacher: nn.Module) -> dict[str, Any]:
-    """For ``run_info.json``: how the (adapted) teacher's inputs are made from the student's batch."""
-    if isinstance(teacher, TeacherInput):
-        return {"adapted": True, "data": asdict(teacher.data), "teacher": asdict(teacher.teacher_spec),
-                "resized": teacher.resizes}
-    return {"adapted": False, "reason": "the teacher's recorded preprocessing equals the data's, or its "
-            "checkpoint records none (a bare weights file is assumed to share the data's)"}
+def teacher_input_record(teacher: nn.Module) -> list[dict[str, Any]]:
+    """For ``run_info.json``: per teacher (ensemble members in order), how its inputs are made from the
+    student's batch."""
+    records = []
+    for member in getattr(teacher, "members", [teacher]):
+        if isinstance(member, TeacherInput):
+            records.append({"adapted": True, "data": asdict(member.data), "teacher": asdict(member.teacher_spec),
+                            "resized": member.resizes})
+        else:
+            records.append({"adapted": False, "reason": "the teacher's recorded preprocessing equals the data's, "
+                            "or its checkpoint records none (a bare weights file is assumed to share the data's)"})
+    return records
