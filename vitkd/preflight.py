@@ -217,7 +217,11 @@ def _check_timm_weights(
                                f"{found}. Or point {role}.checkpoint at a local file/export folder")
         return
     _check_head(role, cfg, pretrained.num_classes, num_classes, report)
-    if pretrained.hf_hub_id:
+    local_file = cfg.kwargs.get("pretrained_cfg_overlay", {}).get("file")  # timm's own "weights from this file"
+    if local_file is not None:
+        if not Path(local_file).is_file():
+            report.problems.append(f"{role}.kwargs.pretrained_cfg_overlay.file: {local_file!r} does not exist")
+    elif pretrained.hf_hub_id:
         filenames = (pretrained.hf_hub_filename,) if pretrained.hf_hub_filename else HUB_WEIGHT_FILES
         if not _in_hub_cache(pretrained.hf_hub_id, filenames) and not hub.online:
             report.problems.append(_fetch_message(role, cfg.name, pretrained.hf_hub_id, hub))
