@@ -158,3 +158,28 @@ def test_a_teacher_never_resets_its_head_and_reset_head_needs_weights():
                           "teacher": {"name": "cifar_resnet8", "checkpoint": "x.pth", "reset_head": True}})
     with pytest.raises(RecipeError, match="student.reset_head is true but student.checkpoint is empty"):
         recipe_from_dict({**base, "student": {"name": "cifar_resnet8", "reset_head": True}, "teacher": "cifar_resnet8"})
+
+
+def test_fine_tune_a_timm_teacher_then_distil(tmp_path):
+    """README's two-step chain: reset_head fine-tunes timm weights to the data's classes, and its export
+    teaches a student on other-sized data (the teacher's batch is resized to what it was fine-tuned on)."""
+    weights = tmp_path / "timm_weights.pth"
+    torch.save(timm.create_model(TEST_RESNET).state_dict(), weights)
+    data = {"source": "digits", "transform": "none", "num_workers": 0, "persistent_workers": False,
+            "max_eval_samples": 32}
+    run = {"epochs": 1, "max_steps": 2, "batch_size": 16, "cpu": True}
+    train(recipe_from_dict({
+        "name": "teacher_ft", "data": {**data, "image_size": 32}, "distill": {"method": "none"},
+        "student": {"name": TEST_RESNET, "checkpoint": "timm", "reset_head": True,
+                    "kwargs": {"pretrained_cfg_overlay": {"file": str(weights)}}},  # timm's weights, offline
+        "train": {**run, "output_dir": str(tmp_path / "teacher_ft")},
+    }))
+    train(recipe_from_dict({
+        "name": "distil", "data": {**data, "image_size": 16}, "distill": {"method": "kd"}, "student": "cifar_resnet8",
+        "teacher": {"name": TEST_RESNET, "checkpoint": str(tmp_path / "teacher_ft" / "student")},
+        "train": {**run, "output_dir": str(tmp_path / "distil")},
+    }))
+    info = json.loads((tmp_path / "distil" / "run_info.json").read_text())
+    (record,) = info["teacher_input"]
+    assert record["adapted"] and record["teacher"]["image_size"] == 32 and record["data"]["image_size"] == 16
+    assert info["data"]["num_classes"] == 10

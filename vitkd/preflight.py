@@ -35,7 +35,7 @@ from torch import nn
 from vitkd.data.builtin import BUILTINS
 from vitkd.data.config import DataConfig
 from vitkd.data.hub import hub_reachable, offline_requested
-from vitkd.models.teacher import HEAD_ADVICE, HUB_PREFIX, TIMM_PRETRAINED, classifier_keys
+from vitkd.models.teacher import HEAD_ADVICE, HUB_PREFIX, TIMM_PRETRAINED, classifier_keys, teacher_input_spec
 from vitkd.models.weights import FOLDER_WEIGHT_FILES, CheckpointMismatchError, load_weights
 from vitkd.recipe import ModelConfig, Recipe, RecipeError
 
@@ -176,7 +176,7 @@ def _build_on_meta(
     """``cfg``'s model on the meta device (no memory, no weights), fed a [2, C, S, S] meta batch.
 
     Catches wrong constructor kwargs and images the model cannot take (channels, a ViT's fixed size).
-    A teacher with timm / hf-hub weights is fed its own input size (the batch is resized for it).
+    A teacher whose weights record an input size is fed that size (the batch is resized for it).
     """
     if "pretrained" in cfg.kwargs:
         report.problems.append(f"{role}.kwargs: remove 'pretrained'; use {role}.checkpoint: timm for timm's weights")
@@ -189,10 +189,9 @@ def _build_on_meta(
         report.problems.append(f"{role}.kwargs {cfg.kwargs}: timm.create_model({cfg.name!r}) failed: {err}")
         return None
     size = data.effective_image_size
-    if role.startswith("teacher") and cfg.checkpoint is not None and (
-        cfg.checkpoint == TIMM_PRETRAINED or str(cfg.checkpoint).startswith(HUB_PREFIX)
-    ):
-        size = model.pretrained_cfg.get("input_size", (0, size, size))[-1]
+    if role.startswith("teacher"):  # fed at the size its weights record (adapt_teacher resizes the batch)
+        spec = teacher_input_spec(model, cfg.checkpoint, data.in_chans)
+        size = spec.image_size if spec is not None else size
     try:
         with torch.no_grad():
             model.eval()(torch.empty(2, data.in_chans, size, size, device="meta"))
@@ -201,7 +200,7 @@ def _build_on_meta(
     except Exception as err:
         report.problems.append(
             f"{role} {cfg.name!r} cannot take {data.in_chans}x{size}x{size} images (data.in_chans, "
-            f"data.image_size): {err}. For a ViT, set {role}.kwargs.img_size: {size}, or change data.image_size"
+            f"data.image_size): {str(err).rstrip('.')}. For a ViT, set {role}.kwargs.img_size: {size}, or change data.image_size"
         )
     return model
 
