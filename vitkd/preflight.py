@@ -350,6 +350,8 @@ def _check_data(cfg: DataConfig, hub: _HubAccess, report: PreflightReport) -> st
     except huggingface_hub.errors.RepositoryNotFoundError:
         report.problems.append(f"data.source: no 🤗 Hub dataset {source!r} (or it is private and you are not "
                                "logged in), and no local path of that name")
+    except (huggingface_hub.errors.HfHubHTTPError, OSError) as err:  # the Hub answered oddly: loading will tell
+        report.notes.append(f"data.source: could not check access to the 🤗 Hub dataset {source!r}: {err}")
     return f"🤗 Hub dataset {source!r} (will be downloaded)"
 
 
