@@ -1,19 +1,16 @@
 """``scripts/distill.py --plan``: what a recipe will do, checked, without training; and that runs do it."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import datasets
 import pytest
 
+from vitkd.commands import distill  # what scripts/distill.py and `vitkd distill` run
 from vitkd.data import build_loaders
 from vitkd.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
-_spec = importlib.util.spec_from_file_location("distill_script", ROOT / "scripts" / "distill.py")
-distill = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(distill)
 
 # Small and fast: the quickstart recipes on 20 % of scikit-learn's digits, evaluated on 64 images.
 FAST = ["data.source=digits", "data.num_workers=0", "data.persistent_workers=false", "data.train_fraction=0.2",

@@ -11,7 +11,7 @@ import vitkd  # noqa: F401  (registers the CIFAR zoo with timm)
 from vitkd.data import DataInfo
 from vitkd.engine import train
 from vitkd.engine.build import build_student
-from vitkd.export import export_student
+from vitkd.export import write_export
 from vitkd.models import CheckpointMismatchError, adapt_teacher, create_student, create_teacher
 from vitkd.models.teacher import InputSpec, TeacherInput, teacher_input_record
 from vitkd.recipe import ModelConfig, RecipeError, recipe_from_dict
@@ -33,8 +33,8 @@ def exported_teacher(tmp_path):
     """A cifar_resnet8 exported (by the real writer) as trained on 32-px images normalised with mean/std 0.5/0.25."""
     torch.manual_seed(0)
     model = timm.create_model("cifar_resnet8", num_classes=10)
-    return model, export_student(model, tmp_path / "teacher", architecture="cifar_resnet8", num_classes=10,
-                                 mean=(0.5,) * 3, std=(0.25,) * 3, input_size=(3, 32, 32))
+    return model, write_export(model, tmp_path / "teacher", architecture="cifar_resnet8", num_classes=10,
+                               data_config={"input_size": (3, 32, 32), "mean": (0.5,) * 3, "std": (0.25,) * 3})
 
 
 def test_renormalisation_is_the_exact_affine_map():

@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     from vitkd.engine import train  # after the recipe check: a bad recipe fails before torch/timm load
 
     command = " ".join([prog, *argv]) if prog and argv is not None else None  # None: this process's command line
-    train(recipe, resume=args.resume, command=command)
+    with user_errors(parser):  # the trainer's preflight lists every problem of the recipe (a RecipeError)
+        train(recipe, resume=args.resume, command=command)
     return 0
 
 

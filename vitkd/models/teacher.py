@@ -11,7 +11,6 @@ normalised or sized differently (e.g. timm's ImageNet DeiT-S teaching a 32 px CI
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -253,7 +252,9 @@ def teacher_input_spec(teacher: nn.Module, checkpoint: Checkpoint, in_chans: int
     if _is_pretrained(checkpoint):
         cfg = teacher.pretrained_cfg
     elif checkpoint is not None and (Path(checkpoint) / "config.json").is_file():
-        cfg = json.loads((Path(checkpoint) / "config.json").read_text(encoding="utf-8")).get("pretrained_cfg", {})
+        from vitkd.export import read_export_config  # vitkd.export imports this module
+
+        cfg = read_export_config(checkpoint).get("pretrained_cfg", {})
     else:
         return None
     if not {"mean", "std", "input_size"} <= set(cfg):
