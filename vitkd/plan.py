@@ -86,8 +86,8 @@ def _data_section(recipe: Recipe, problems: list[str]) -> dict[str, Any]:
         "train_transforms": [_describe(view) for view in train_views(cfg)],
         "eval_transform": _describe(eval_pipeline(cfg)),
     }
-    if not source_opens_offline(cfg.source):
-        return section  # preflight says why (missing path, not cached); opening it could start a download
+    if cfg.streaming or not source_opens_offline(cfg):
+        return section  # preflight says why (missing, not cached); reading it could start a download
     try:
         with _hub_offline():
             train_loader, eval_loader, info = build_loaders(
@@ -105,6 +105,10 @@ def _data_section(recipe: Recipe, problems: list[str]) -> dict[str, Any]:
         batches_per_epoch=len(shard),  # per process, as Accelerate shards them
         updates_per_epoch=updates_in_epoch(recipe, len(shard)),
     )
+    if len(shard) == 0:
+        problems.append(f"data: {len(train_loader)} training batch(es) of {recipe.train.batch_size} shared by "
+                        f"train.gpus={recipe.train.gpus} processes leave none per process: lower train.batch_size "
+                        "or use more data")
     return section
 
 

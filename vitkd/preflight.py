@@ -8,7 +8,8 @@ and the fix; :func:`check_runnable` raises one :class:`PreflightError` listing t
   which allocates nothing, and running a forward pass there);
 * weights: local checkpoint files exist and fit the model (keys and shapes); timm / ``hf-hub:`` weights
   are in the local Hugging Face cache or can be downloaded, with the commands to fetch them otherwise;
-* data: the source is a builtin, an existing path, or a Hub dataset in the local cache or reachable;
+* data: the source resolves (:func:`vitkd.data.sources.open_config_source`: a builtin, a local dataset, or a
+  Hub dataset listed online or cached for offline use), its splits not yet read;
 * ``hub.push``: a Hugging Face token is configured.
 
 Problems of the kind only training reveals (divergence, accuracy) are out of scope.
@@ -25,7 +26,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import datasets
 import huggingface_hub
 import timm
 import torch
@@ -34,7 +34,8 @@ from torch import nn
 
 from vitkd.data.builtin import BUILTINS
 from vitkd.data.config import DataConfig
-from vitkd.data.hub import hub_reachable, offline_requested
+from vitkd.data.hub_datasets import cached_hub_snapshot, why_offline
+from vitkd.data.sources import open_config_source
 from vitkd.models.teacher import HEAD_ADVICE, HUB_PREFIX, TIMM_PRETRAINED, classifier_keys, teacher_input_spec
 from vitkd.models.weights import FOLDER_WEIGHT_FILES, CheckpointMismatchError, load_weights
 from vitkd.recipe import ModelConfig, Recipe, RecipeError
@@ -104,7 +105,7 @@ def inspect_recipe(recipe: Recipe, num_classes: int | None = None) -> PreflightR
     (then heads are checked too); without it models get timm's default head and head sizes are not compared."""
     report = PreflightReport()
     hub = _HubAccess()
-    report.data_source = _check_data(recipe.data, hub, report)
+    report.data_source = _check_data(recipe.data, report)
     roles = [("student", recipe.student)]
     roles += [(f"teacher[{i}]" if len(recipe.teachers) > 1 else "teacher", t) for i, t in enumerate(recipe.teachers)]
     for role, cfg in roles:
@@ -120,13 +121,15 @@ class _HubAccess:
     """Whether the Hugging Face Hub can be used now, asked at most once per preflight (one short probe)."""
 
     @functools.cached_property
+    def reason_offline(self) -> str | None:
+        return why_offline()
+
+    @property
     def online(self) -> bool:
-        return not offline_requested() and hub_reachable()
+        return self.reason_offline is None
 
     def why_offline(self) -> str:
-        if offline_requested():
-            return "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
-        return f"the Hub ({huggingface_hub.constants.ENDPOINT}) is unreachable from this machine"
+        return self.reason_offline or "the Hub is reachable"
 
 
 # ----------------------------------------------------------------------------- models
@@ -298,61 +301,28 @@ def _check_local_weights(
 # ----------------------------------------------------------------------------- data and Hub
 
 
-def _source_kind(source: str) -> str:
-    """``builtin``, ``local`` (an existing path or a glob that matches), ``missing`` (a path that does not
-    exist), ``cached`` (a Hub id in 🤗 datasets' cache) or ``hub``; in the order of ``open_source``."""
-    path = Path(source).expanduser()
-    if source in BUILTINS:
-        return "builtin"
-    if path.exists() or (glob.has_magic(source) and glob.glob(str(path), recursive=True)):
-        return "local"
-    if glob.has_magic(source) or source.startswith((".", "/", "~")) or source.count("/") > 1:
-        return "missing"
-    return "cached" if _datasets_cache(source).is_dir() else "hub"
-
-
-def _datasets_cache(repo_id: str) -> Path:
-    """Where ``datasets.load_dataset(repo_id)`` keeps its Arrow files (its ``<org>___<name>`` layout)."""
-    return Path(datasets.config.HF_DATASETS_CACHE) / repo_id.replace("/", "___")
-
-
-def source_opens_offline(source: str) -> bool:
-    """Whether ``data.source`` can be opened without the network (builtin, existing local path, cached Hub id)."""
-    return _source_kind(source) in ("builtin", "local", "cached")
-
-
-def _check_data(cfg: DataConfig, hub: _HubAccess, report: PreflightReport) -> str:
-    """Whether ``cfg.source`` can be opened, by the order of :func:`vitkd.data.sources.open_source`."""
-    source, kind = cfg.source, _source_kind(cfg.source)
-    if kind in ("builtin", "local"):
-        return f"{kind} {source!r}"
-    if kind == "missing":
-        report.problems.append(f"data.source: {source!r} does not exist or matches no file (relative paths "
-                               f"start at the working directory, {Path.cwd()})")
-        return f"local path {source!r}"
-    if kind == "cached":
-        return f"🤗 Hub dataset {source!r} (in the local datasets cache {_datasets_cache(source)})"
-    if not hub.online:
-        report.problems.append(
-            f"data.source: the 🤗 Hub dataset {source!r} is not in the local datasets cache "
-            f"({datasets.config.HF_DATASETS_CACHE}) and {hub.why_offline()}. On a machine with internet and the "
-            f"same HF_DATASETS_CACHE run `python -c \"import datasets; datasets.load_dataset('{source}')\"` (gated "
-            "datasets: accept the terms on the dataset's Hub page and `hf auth login` first), or set data.source "
-            "to a local copy (a save_to_disk folder, an image folder with class sub-folders, or parquet files)")
-        return f"🤗 Hub dataset {source!r}"
+def source_opens_offline(cfg: DataConfig) -> bool:
+    """Whether ``cfg``'s splits can be read without downloading: a builtin, an existing local path, or a Hub
+    dataset with a snapshot in the local Hub cache (read offline, as :mod:`vitkd.data.hub_datasets` does)."""
+    path = Path(cfg.source).expanduser()
+    if cfg.source in BUILTINS or path.exists() or (glob.has_magic(cfg.source) and glob.glob(str(path))):
+        return True
     try:
-        huggingface_hub.auth_check(source, repo_type="dataset")
-    except huggingface_hub.errors.GatedRepoError:
-        report.problems.append(
-            f"data.source: the 🤗 Hub dataset {source!r} is gated: accept its terms at "
-            f"https://huggingface.co/datasets/{source} and log in (`hf auth login` or HF_TOKEN), or set "
-            "data.source to a local copy")
-    except huggingface_hub.errors.RepositoryNotFoundError:
-        report.problems.append(f"data.source: no 🤗 Hub dataset {source!r} (or it is private and you are not "
-                               "logged in), and no local path of that name")
-    except (huggingface_hub.errors.HfHubHTTPError, OSError) as err:  # the Hub answered oddly: loading will tell
-        report.notes.append(f"data.source: could not check access to the 🤗 Hub dataset {source!r}: {err}")
-    return f"🤗 Hub dataset {source!r} (will be downloaded)"
+        cached_hub_snapshot(cfg.source, cfg.revision, reason="")
+    except (OSError, ValueError):  # not cached, or not a Hub id at all
+        return False
+    return True
+
+
+def _check_data(cfg: DataConfig, report: PreflightReport) -> str:
+    """Whether ``cfg.source`` resolves, through the data package's own :func:`open_config_source`: it lists
+    the splits (a Hub dataset's files online, its cached snapshot offline) and reads none of them."""
+    try:
+        src = open_config_source(cfg)
+    except (OSError, ValueError) as err:  # DatasetUnavailableError is an OSError; its message says how to fetch
+        report.problems.append(f"data.source: {err}")
+        return cfg.source
+    return f"{cfg.source} (splits: {', '.join(src.split_names)})"
 
 
 def _check_push(recipe: Recipe, hub: _HubAccess, report: PreflightReport) -> None:
