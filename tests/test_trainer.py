@@ -4,6 +4,7 @@ multi-process CPU runs, preemption by SIGTERM (digits at 16 px, cifar_resnet8, C
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,7 +107,10 @@ def _env():
 def test_torchrun_with_two_cpu_processes_forms_one_run(tmp_path):
     recipe = _write_recipe(tmp_path, train__epochs=1, train__max_steps=2)
     torchrun = Path(sys.executable).with_name("torchrun")
-    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", "29731",
+    with socket.socket() as sock:  # a free port: a fixed one may be taken by another job on the machine
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.run([str(torchrun), "--nproc_per_node", "2", "--master_port", str(port),
                            str(REPO / "scripts" / "distill.py"), "--recipe", str(recipe)],
                           env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
