@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -38,6 +39,7 @@ __all__ = [
     "ScheduleConfig",
     "TrainConfig",
     "load_recipe",
+    "validate_precision",
     "recipe_from_dict",
     "recipe_to_dict",
 ]
@@ -402,6 +404,7 @@ def _validate(recipe: Recipe) -> None:
     if recipe.student.reset_head and recipe.student.checkpoint is None:
         raise RecipeError("student.reset_head is true but student.checkpoint is empty: a new head only makes sense "
                           "on pretrained weights (checkpoint: timm, hf-hub:<org>/<repo> or a file); remove reset_head")
+    _validate_numbers(recipe)
     for teacher in recipe.teachers:
         if teacher.reset_head:
             raise RecipeError(f"teacher {teacher.name!r} has reset_head: true, but a teacher's head makes the soft "
@@ -421,6 +424,62 @@ def _validate(recipe: Recipe) -> None:
                           "vitkd.data.build_loaders directly")
     if recipe.hub.push and not recipe.hub.repo_id:
         raise RecipeError("hub.push is true but hub.repo_id is empty: set hub.repo_id: owner/name")
+
+
+def _validate_numbers(recipe: Recipe) -> None:
+    """Sign, finiteness and range of every numeric key the schema's types cannot express."""
+    o, s, d, t = recipe.optim, recipe.schedule, recipe.distill, recipe.train
+    _check_number("optim.lr", o.lr, low=0.0, low_open=True, fix="e.g. 0.05 for SGD on CIFAR")
+    _check_number("optim.weight_decay", o.weight_decay, low=0.0, fix="0 disables weight decay")
+    _check_number("optim.momentum", o.momentum, low=0.0, high=1.0, high_open=True)
+    _check_number("schedule.decay_rate", s.decay_rate, low=0.0, low_open=True, high=1.0,
+                  fix="the factor the lr is multiplied by at each milestone, e.g. 0.1")
+    _check_number("schedule.warmup_epochs", s.warmup_epochs, low=0)
+    _check_number("schedule.warmup_lr", s.warmup_lr, low=0.0)
+    _check_number("schedule.min_lr", s.min_lr, low=0.0, high=o.lr, fix=f"at most optim.lr ({o.lr})")
+    if any(not 0 < m for m in s.decay_milestones) or list(s.decay_milestones) != sorted(set(s.decay_milestones)):
+        raise RecipeError(f"schedule.decay_milestones must be increasing epochs >= 1, got {s.decay_milestones}")
+    _check_number("distill.ce_weight", d.ce_weight, low=0.0)
+    _check_number("distill.kd_weight", d.kd_weight, low=0.0)
+    if d.ce_weight == 0 and (d.kd_weight == 0 or d.method == "none"):
+        raise RecipeError("distill.ce_weight and the distillation term are both 0: the loss would be constant; "
+                          "set distill.ce_weight > 0 (or distill.kd_weight > 0 with a method)")
+    if t.clip_grad is not None:
+        _check_number("train.clip_grad", t.clip_grad, low=0.0, low_open=True,
+                      fix="the maximum gradient norm, e.g. 1.0, or null to disable clipping")
+    if t.eval_batch_size is not None and t.eval_batch_size < 1:
+        raise RecipeError(f"train.eval_batch_size must be >= 1 or null, got {t.eval_batch_size}")
+    _check_number("train.seed", t.seed, low=0, high=2**32 - 1)
+    for key in ("mean", "std"):
+        values = getattr(recipe.data, key)
+        if values is not None and not all(math.isfinite(v) for v in values):
+            raise RecipeError(f"data.{key} must be finite numbers, got {list(values)}")
+    if recipe.paper.published_top1 is not None:
+        _check_number("paper.published_top1", recipe.paper.published_top1, low=0.0, high=100.0, fix="a top-1 in %")
+
+
+def _check_number(key: str, value: float, *, low: float | None = None, high: float | None = None,
+                  low_open: bool = False, high_open: bool = False, fix: str = "") -> None:
+    """Raise RecipeError unless ``value`` is finite and within [low, high] (or open ends)."""
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if math.isfinite(value) and not too_low and not too_high:
+        return
+    lo = "" if low is None else f"{'(' if low_open else '['}{low}, "
+    hi = "" if high is None else f"{high}{')' if high_open else ']'}"
+    allowed = f"{lo or '(-inf, '}{hi or 'inf)'}"
+    raise RecipeError(f"{key} must be a finite number in {allowed}, got {value!r}" + (f" ({fix})" if fix else ""))
+
+
+def validate_precision(recipe: Recipe, device_type: str) -> None:
+    """Refuse a precision the device cannot run (call with the device the run got, before training).
+
+    fp16 needs a GPU: on CPU Accelerate would report fp16 and silently train in float32.
+    """
+    if recipe.train.mixed_precision == "fp16" and device_type == "cpu":
+        raise RecipeError("train.mixed_precision is 'fp16' but this run is on the CPU, where fp16 autocast is not "
+                          "available (Accelerate would train in float32): use bf16 or 'no' on CPU "
+                          "(--set train.mixed_precision=bf16), or run on a GPU")
 
 
 def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:

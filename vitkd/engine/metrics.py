@@ -10,9 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ECE_BINS", "per_sample_stats", "summarise"]
+__all__ = ["ECE_BINS", "NonFiniteLogitsError", "per_sample_stats", "summarise"]
 
 ECE_BINS = 15
+
+class NonFiniteLogitsError(ValueError):
+    """A model produced NaN/inf logits on the evaluation set (e.g. a teacher checkpoint holding NaN)."""
+
 
 # columns of the per-sample statistics tensor
 _TOP1, _TOP5, _NLL, _CONF = range(4)
@@ -30,14 +34,24 @@ def per_sample_stats(logits: Tensor, targets: Tensor) -> Tensor:
     return torch.stack([hits[:, 0].float(), hits.any(dim=-1).float(), nll, confidence], dim=1)
 
 
-def summarise(stats: Tensor, bins: int = ECE_BINS) -> dict[str, float]:
+def summarise(stats: Tensor, bins: int = ECE_BINS, *, model_name: str = "the model") -> dict[str, float]:
     """(N, 4) statistics of the whole set -> {"top1", "top5" (%), "nll" (nats), "ece" (%), "samples"}.
+
+    Raises :class:`NonFiniteLogitsError` naming ``model_name`` when any sample's logits were NaN/inf
+    (their confidence is NaN), instead of a meaningless ECE.
 
     ECE: equal-width confidence bins on (0, 1]; sum over bins of |accuracy − mean confidence| weighted
     by the bin's share of samples (Guo et al., 2017).
     """
     if stats.numel() == 0:
         raise ValueError("no evaluation samples: the eval split is empty")
+    bad = int((~stats[:, _CONF].isfinite()).sum())
+    if bad:
+        raise NonFiniteLogitsError(
+            f"{model_name} produced NaN/inf logits for {bad} of {stats.shape[0]} evaluation samples: its weights "
+            "hold non-finite values or overflow in this precision; check the checkpoint it was loaded from "
+            "(e.g. with vitkd.models.load_weights and torch.isfinite), or evaluate in float32"
+        )
     stats = stats.double()
     correct, confidence = stats[:, _TOP1], stats[:, _CONF]
     bin_index = (confidence * bins).ceil().clamp(1, bins).long() - 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
+import safetensors
 import safetensors.torch
 import torch
 from torch import nn
@@ -111,7 +112,7 @@ def read_state_dict(source: str | PathLike[str]) -> tuple[dict[str, torch.Tensor
     """
     path = _weights_file(Path(source))
     if path.suffix == ".safetensors":
-        state_dict = safetensors.torch.load_file(path, device="cpu")
+        state_dict = _safetensors_load(path)
     else:
         state_dict = _find_state_dict(_torch_load(path), path)
     if not state_dict:
@@ -133,19 +134,44 @@ def _weights_file(path: Path) -> Path:
 
 
 def _torch_load(path: Path) -> object:
-    """``torch.load(weights_only=True)``: unpickles tensors and containers, never arbitrary objects."""
+    """``torch.load(weights_only=True)``: unpickles tensors and containers, never arbitrary objects.
+
+    Two failures get different advice: a well-formed pickle that holds other objects (re-save its state
+    dict if you trust it) and a file that is no PyTorch checkpoint at all (damaged, truncated, other format).
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         lines = str(error).splitlines()
-        reason = next(
-            (ln.strip() for ln in lines if "WeightsUnpickler error" in ln), lines[0] if lines else ""
-        )
+        reason = next((ln.strip() for ln in lines if "Unsupported global" in ln), None)
+        if reason is None:
+            raise _damaged(path, next((ln.strip() for ln in reversed(lines) if ln.strip()), "unreadable")) from error
         raise ValueError(
             f"{str(path)!r} cannot be read with torch.load(weights_only=True): {reason}. vitkd does not "
             "unpickle arbitrary objects (that can run code). If you trust the file, re-save its state dict "
             "once, e.g. `sd = torch.load(path, weights_only=False)['model']; "
             "safetensors.torch.save_file(sd, 'model.safetensors')` (or torch.save(sd, ...)), and load that."
+        ) from error
+    except (EOFError, RuntimeError) as error:
+        raise _damaged(path, str(error).splitlines()[0] if str(error) else "the file ends early") from error
+
+
+def _damaged(path: Path, reason: str) -> ValueError:
+    return ValueError(
+        f"{str(path)!r} is not a readable PyTorch checkpoint ({reason}): the file is damaged or truncated (an "
+        "interrupted download or copy?) or in another format. Download or export it again; check its size and "
+        "SHA-256 against the source"
+    )
+
+
+def _safetensors_load(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return safetensors.torch.load_file(path, device="cpu")
+    except safetensors.SafetensorError as error:
+        raise ValueError(
+            f"{str(path)!r} is not a readable safetensors file ({error}): it is damaged or truncated (an "
+            "interrupted download or copy?). Download or export it again; check its size and SHA-256 against "
+            "the source"
         ) from error
 
 
@@ -229,7 +255,9 @@ def _head_hints(
             ckpt_classes, model_classes = shapes[0][0], shapes[1][0]
             hints.append(
                 f"  checkpoint head '{head}' has {ckpt_classes} classes, model has {model_classes}: "
-                f"pass num_classes={ckpt_classes} or ignore=['{head}.*'] to re-initialise the head"
+                f"pass num_classes={ckpt_classes} or ignore=['{head}.*'] to re-initialise the head. In a recipe the "
+                f"class count comes from data.source: a student can start with a new head (student.ignore: "
+                f"['{head}.*']); a teacher needs a checkpoint trained on that dataset (teacher.checkpoint)"
             )
     return hints
 
