@@ -141,6 +141,19 @@ def test_sync_schedule_uses_the_new_base_lr_at_the_restored_position(on_epochs):
     assert new_opt.param_groups[0]["lr"] == 1.0
     sync_schedule(new_opt, new_sched, epoch=3, global_step=30, step_on_epochs=on_epochs)
     assert new_opt.param_groups[0]["lr"] == pytest.approx(0.001)
+    # at position 0 the loop has not stepped the scheduler yet: the constructor's value is restored
+    sync_schedule(new_opt, new_sched, epoch=0, global_step=0, step_on_epochs=on_epochs)
+    assert new_opt.param_groups[0]["lr"] == 0.01
+
+
+def test_sync_schedule_at_position_zero_matches_a_fresh_scheduler_even_with_milestone_one():
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    sched, _ = create_scheduler_v2(opt, sched="multistep", num_epochs=2, decay_milestones=[1])
+    fresh = opt.param_groups[0]["lr"]
+    opt.param_groups[0]["lr"] = 123.0  # as loaded from a checkpoint
+    sync_schedule(opt, sched, epoch=0, global_step=17, step_on_epochs=True)
+    assert opt.param_groups[0]["lr"] == fresh == 0.05
 
 
 # ----------------------------------------------------------------------------- recipe numbers

@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     from vitkd.engine import train  # after the recipe check: a bad recipe fails before torch/timm load
 
     command = " ".join([prog, *argv]) if prog and argv is not None else None  # None: this process's command line
-    with user_errors(parser):  # the trainer's preflight lists every problem of the recipe (a RecipeError)
+    with user_errors(parser, *_run_errors()):  # preflight problems (RecipeError) and run failures
         train(recipe, resume=args.resume, command=command)
     return 0
 
@@ -47,6 +47,18 @@ def _print_plan(recipe, *, as_json: bool) -> int:
     plan = make_plan(recipe)
     print(json.dumps(plan, indent=2) if as_json else format_plan(plan))
     return 1 if plan["problems"] else 0
+
+
+def _run_errors() -> tuple[type[Exception], ...]:
+    """Failures of a run whose message says what happened and what to do (no traceback)."""
+    from vitkd.engine import NonFiniteLossError
+    from vitkd.engine.checkpoint import CheckpointError, DiskFullError, NonFiniteWeightsError
+    from vitkd.engine.metrics import NonFiniteLogitsError
+    from vitkd.engine.resume import ResumeRecipeError
+    from vitkd.engine.run_lock import RunLockedError
+
+    return (RunLockedError, ResumeRecipeError, CheckpointError, FileExistsError, DiskFullError, NonFiniteLossError,
+            NonFiniteWeightsError, NonFiniteLogitsError)
 
 
 if __name__ == "__main__":

@@ -363,11 +363,14 @@ def check_finite_weights(
 def divergence_advice(ckpt_root: Path, lr: float, run_dir: Path) -> str:
     """What to do after a divergence, phrased so that it works: resume overrides of optim.lr apply."""
     lower = f"{lr / 10:.3g}"
-    latest = find_latest(ckpt_root)
-    if latest is not None:
-        return (f"The newest checkpoint {latest} holds finite weights: continue it with a lower learning rate, "
-                f"e.g. `--resume auto --set optim.lr={lower}` (optionally --set train.clip_grad=1.0 or "
-                "train.mixed_precision=bf16 instead of fp16); these overrides apply on resume")
+    kept = _complete(ckpt_root)
+    if kept:
+        older = (f"resume an older one (--resume {kept[0]})" if len(kept) > 1 else "")
+        return (f"The newest checkpoint {kept[-1]} holds finite weights: continue it with a lower learning rate, e.g. "
+                f"`--resume auto --set optim.lr={lower}` (optionally --set train.clip_grad=1.0, or "
+                "train.mixed_precision=bf16 instead of fp16); these overrides apply on resume. If it diverges again "
+                f"at once, its weights were already damaged: {older + ' or ' if older else ''}start over with the "
+                f"lower lr in another train.output_dir")
     return (f"No checkpoint was written yet: start again with a lower learning rate, e.g. --set optim.lr={lower} "
             f"(optionally train.clip_grad=1.0), into another train.output_dir or after deleting {run_dir}")
 

@@ -11,6 +11,8 @@ run would silently be a different experiment.
 from __future__ import annotations
 
 import fnmatch
+import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -20,8 +22,8 @@ import yaml
 
 from vitkd.engine import run_files
 
-__all__ = ["RESUMABLE_KEYS", "ResumeRecipeError", "check_resume_recipe", "recipe_changes", "record_resume",
-           "sync_schedule"]
+__all__ = ["RESUMABLE_KEYS", "ResumeRecipeError", "check_fresh_run_dir", "check_resume_recipe", "drop_records_after",
+           "recipe_changes", "record_resume", "sync_schedule"]
 
 # fnmatch patterns of the dotted recipe keys that may differ on --resume
 RESUMABLE_KEYS = (
@@ -32,6 +34,8 @@ RESUMABLE_KEYS = (
     "data.num_workers", "data.persistent_workers", "data.pin_memory", "data.cache_dir", "data.max_eval_samples",
 )
 RESUMES_LOG = "resumes.jsonl"
+# what a finished or partly run experiment leaves in its folder (recipe.yaml/run_info.json alone: a failed start)
+RESULTS = ("metrics.jsonl", "summary.json", "student", "student_best", "checkpoints")
 
 
 class ResumeRecipeError(ValueError):
@@ -112,7 +116,53 @@ def sync_schedule(optimizer, scheduler, *, epoch: int, global_step: int, step_on
     """
     for group, base in zip(optimizer.param_groups, scheduler.base_values):
         group["initial_lr"] = base
-    if step_on_epochs:
+    if (epoch if step_on_epochs else global_step) == 0:
+        # the loop never calls step(0) (timm's step(t) means "t epochs done" and may already decay):
+        # restore what the scheduler's constructor set, the warm-up start or the untouched base lr
+        if getattr(scheduler, "warmup_t", 0):
+            scheduler.update_groups(scheduler.warmup_lr_init)
+        else:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"]
+    elif step_on_epochs:
         scheduler.step(epoch)
     else:
         scheduler.step_update(global_step)
+
+
+def check_fresh_run_dir(run_dir: Path) -> None:
+    """Refuse to start a fresh run (no --resume) in a folder holding another run's results or checkpoints."""
+    found = [name for name in RESULTS if (run_dir / name).exists() and not _empty(run_dir / name)]
+    if found:
+        raise FileExistsError(
+            f"{run_dir} already holds a run ({', '.join(found)}): pass --resume auto to continue it, or choose "
+            "another train.output_dir (e.g. --set train.output_dir=runs/new), or delete the folder to start over"
+        )
+
+
+def _empty(path: Path) -> bool:
+    return not any(path.iterdir()) if path.is_dir() else path.stat().st_size == 0
+
+
+def drop_records_after(path: Path, global_step: int) -> int:
+    """Remove the lines of a JSONL log (``metrics.jsonl``) whose ``step`` is beyond ``global_step``.
+
+    On resume, evaluations logged after the checkpoint was written are redone; without this the log
+    would hold them twice. A line cut short by a kill is dropped too. Returns how many lines were dropped; the file is replaced atomically.
+    """
+    if not path.is_file():
+        return 0
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if _step(line) <= global_step]
+    if len(kept) != len(lines):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, path)
+    return len(lines) - len(kept)
+
+
+def _step(line: str) -> float:
+    try:
+        return json.loads(line).get("step", 0)
+    except ValueError:
+        return float("inf")
