@@ -471,15 +471,15 @@ def _check_number(key: str, value: float, *, low: float | None = None, high: flo
     raise RecipeError(f"{key} must be a finite number in {allowed}, got {value!r}" + (f" ({fix})" if fix else ""))
 
 
-def validate_precision(recipe: Recipe, device_type: str) -> None:
-    """Refuse a precision the device cannot run (call with the device the run got, before training).
-
-    fp16 needs a GPU: on CPU Accelerate would report fp16 and silently train in float32.
+def validate_precision(mixed_precision: str | None, device_type: str) -> None:
+    """Refuse a precision the device cannot run: call with the run's effective precision (recipe or
+    launcher) and device type, before training. fp16 needs a GPU: on CPU Accelerate reports fp16 and
+    silently trains in float32.
     """
-    if recipe.train.mixed_precision == "fp16" and device_type == "cpu":
-        raise RecipeError("train.mixed_precision is 'fp16' but this run is on the CPU, where fp16 autocast is not "
-                          "available (Accelerate would train in float32): use bf16 or 'no' on CPU "
-                          "(--set train.mixed_precision=bf16), or run on a GPU")
+    if mixed_precision == "fp16" and device_type == "cpu":
+        raise RecipeError("mixed precision 'fp16' (train.mixed_precision or the launcher's --mixed_precision) on the "
+                          "CPU: fp16 autocast is not available there and Accelerate would train in float32. Use bf16 "
+                          "or 'no' on CPU (--set train.mixed_precision=bf16), or run on a GPU")
 
 
 def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:

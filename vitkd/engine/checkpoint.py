@@ -312,6 +312,9 @@ def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState) -> 
     Accelerate only logs (at info level) a random-state file it cannot read and goes on.
     """
     verify_checkpoint(path)
+    if accelerator.scaler is not None and not (path / "scaler.pt").is_file():
+        raise CheckpointError(f"{path} was written without fp16 (no gradient-scaler state): resume it in the "
+                              "precision it was trained in (bf16 or no), not fp16")
     state.load_state_dict(json.loads((path / TRAIN_STATE).read_text()))
     try:
         for rng_file in (p for p in path.iterdir() if _RNG_FILE.match(p.name)):
@@ -339,7 +342,7 @@ def non_finite_tensors(model: nn.Module, optimizer: torch.optim.Optimizer | None
     if not named:
         return []
     finite = torch.stack([t.detach().isfinite().all() for _, t in named]).cpu()
-    return [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
+    return [name for (name, _), ok in zip(named, finite.tolist(), strict=True) if not ok]
 
 
 def check_finite_weights(

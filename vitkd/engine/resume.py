@@ -63,8 +63,7 @@ def recipe_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str
     """``{dotted key: (saved value, new value)}`` of the allowed differences; raises on any other.
 
     Raises:
-        ResumeRecipeError: listing every refused difference, and for ``train.mixed_precision`` a switch
-            *to* fp16 (the checkpoint holds no gradient-scaler state).
+        ResumeRecipeError: listing every refused difference.
     """
     old_flat, new_flat = _flatten(saved), _flatten(new)
     keys = sorted(set(old_flat) | set(new_flat))
@@ -73,14 +72,11 @@ def recipe_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str
              if old_flat.get(k, missing) != new_flat.get(k, missing)}
     show = {k: tuple("(absent)" if v is missing else v for v in pair) for k, pair in diffs.items()}
     refused = [k for k in diffs if not _resumable(k)]
-    mp = show.get("train.mixed_precision")
-    if mp and mp[1] == "fp16":
-        refused.append("train.mixed_precision")
     if refused:
         lines = "; ".join(f"{k}: {show[k][0]!r} -> {show[k][1]!r}" for k in refused)
         raise ResumeRecipeError(
             f"--resume: the recipe changes the experiment this checkpoint belongs to ({lines}). Only these keys may "
-            f"change on resume: {', '.join(RESUMABLE_KEYS)} (and not to fp16). Resume with the run's own recipe "
+            f"change on resume: {', '.join(RESUMABLE_KEYS)}. Resume with the run's own recipe "
             "(its recipe.yaml) plus allowed --set overrides, or start a new run in another train.output_dir"
         )
     return show
@@ -114,7 +110,7 @@ def sync_schedule(optimizer, scheduler, *, epoch: int, global_step: int, step_on
     gives the exact value the uninterrupted run had (same recipe) or the overridden one.
     ``epoch``: 0-based epoch in progress; ``global_step``: optimiser steps done.
     """
-    for group, base in zip(optimizer.param_groups, scheduler.base_values):
+    for group, base in zip(optimizer.param_groups, scheduler.base_values, strict=True):
         group["initial_lr"] = base
     if (epoch if step_on_epochs else global_step) == 0:
         # the loop never calls step(0) (timm's step(t) means "t epochs done" and may already decay):

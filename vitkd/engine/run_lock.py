@@ -74,28 +74,33 @@ def acquire(run_dir: Path) -> Path:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            holder = _read(path)
-            if not holder:
-                time.sleep(0.2)  # a holder between create and write
-                holder = _read(path)
-            if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
-                raise RunLockedError(f"{run_dir} is already in use by this process (PID {me['pid']}): "
-                                     "finish that run first")
-            if holder.get("host") not in (None, me["host"]):
-                raise RunLockedError(_held_message(run_dir, path, holder, other_host=True))
-            if holder and _alive(holder):
-                raise RunLockedError(_held_message(run_dir, path, holder, other_host=False))
-            # stale: move it aside atomically so two takers cannot both succeed, then retry the create
-            try:
-                os.replace(path, path.with_name(f"{LOCK_FILE}.stale.{me['pid']}"))
-                os.unlink(path.with_name(f"{LOCK_FILE}.stale.{me['pid']}"))
-            except FileNotFoundError:
-                pass
+            _refuse_or_clear(run_dir, path, me)
             continue
         with os.fdopen(fd, "w") as f:
             json.dump(me, f)
         return path
     raise RunLockedError(f"could not take the lock {path}: other runs keep taking it")
+
+
+def _refuse_or_clear(run_dir: Path, path: Path, me: dict) -> None:
+    """Raise if the lock at ``path`` belongs to a live (or uncheckable) run; else remove the stale lock."""
+    holder = _read(path)
+    if not holder:
+        time.sleep(0.2)  # a holder between create and write
+        holder = _read(path)
+    if holder.get("pid") == me["pid"] and holder.get("host") == me["host"]:
+        raise RunLockedError(f"{run_dir} is already in use by this process (PID {me['pid']}): finish that run first")
+    if holder.get("host") not in (None, me["host"]):
+        raise RunLockedError(_held_message(run_dir, path, holder, other_host=True))
+    if holder and _alive(holder):
+        raise RunLockedError(_held_message(run_dir, path, holder, other_host=False))
+    # stale: move it aside atomically so that of two takers only one removes it, then create anew
+    aside = path.with_name(f"{LOCK_FILE}.stale.{me['pid']}")
+    try:
+        os.replace(path, aside)
+        os.unlink(aside)
+    except FileNotFoundError:
+        pass
 
 
 def _held_message(run_dir: Path, path: Path, holder: dict, *, other_host: bool) -> str:

@@ -4,8 +4,10 @@
 :class:`Trainer`: one visible epoch/step loop (as in Accelerate's ``complete_cv_example.py``) with
 named hooks for evaluation, checkpoints and export. Only the student, its optimiser and the loaders
 are prepared by Accelerate; the teacher is frozen and never enters DDP, the optimiser or a checkpoint.
-The timm scheduler is stepped explicitly (by epoch, or by update) and registered for checkpointing:
-Accelerate's scheduler wrapper calls ``step()`` without the epoch timm needs.
+The timm scheduler is stepped explicitly (by epoch, or by update): Accelerate's scheduler wrapper calls
+``step()`` without the epoch timm needs. It is not checkpointed: a resumed run rebuilds it from the
+recipe given now and sets the lr for the restored position (so ``--resume --set optim.lr=X`` uses X;
+see :mod:`vitkd.engine.resume`), and nothing Accelerate unpickles is a custom object.
 
 Precision and process layout follow Accelerate: ``accelerate launch`` / ``accelerate config`` decide
 (they set ``ACCELERATE_MIXED_PRECISION``); ``train.mixed_precision`` is used only when no launcher did,
@@ -28,13 +30,30 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 
-from vitkd.engine.checkpoint import TrainState, resolve_resume, save_checkpoint
+from vitkd.engine.checkpoint import (
+    TrainState,
+    check_finite_weights,
+    disk_full_guard,
+    divergence_advice,
+    load_checkpoint,
+    non_finite_tensors,
+    prepare_resume,
+    save_checkpoint,
+)
 from vitkd.engine.evaluate import evaluate
 from vitkd.engine.factory import Parts, build_parts, current_lr, updates_in_epoch
+from vitkd.engine.resume import (
+    check_fresh_run_dir,
+    check_resume_recipe,
+    drop_records_after,
+    record_resume,
+    sync_schedule,
+)
+from vitkd.engine.run_lock import run_lock
 from vitkd.export import export_student
 from vitkd.models.teacher import teacher_input_record
 from vitkd.preflight import check_runnable
-from vitkd.recipe import Recipe, TrainConfig
+from vitkd.recipe import Recipe, TrainConfig, recipe_to_dict, validate_precision
 from vitkd.run_folder import RunFolder, command_line, file_sha256, package_versions, tracker_config
 
 __all__ = ["NonFiniteLossError", "Trainer", "make_accelerator", "train"]
@@ -105,26 +124,42 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
 def train(recipe: Recipe, *, resume: str | None = None, command: str | None = None) -> dict:
     """Run ``recipe`` to the end (or ``train.max_steps``) and return the summary written to the run folder.
 
-    ``resume``: ``None`` starts fresh (refusing a folder that already holds checkpoints), ``"auto"``
-    continues from the latest checkpoint if there is one, a path continues from that checkpoint.
+    ``resume``: ``None`` starts fresh (refusing a folder that already holds a run's results), ``"auto"``
+    continues from the latest complete checkpoint if there is one, a path continues from that checkpoint;
+    the recipe may differ from the run's only in the keys of :data:`vitkd.engine.resume.RESUMABLE_KEYS`.
+    The run folder is locked for the run (:mod:`vitkd.engine.run_lock`).
     A SIGTERM/SIGINT stops at the next step boundary with a checkpoint; the summary then has
     ``"preempted": True`` and no export is written.
     """
     check_runnable(recipe)  # every problem of the recipe at once, before any data is read
-    cfg = recipe.train
-    run_dir = recipe.run_dir()
-    accelerator = make_accelerator(cfg, run_dir)
-    resume_from = _check_run_dir(run_dir, resume)
+    accelerator = make_accelerator(recipe.train, recipe.run_dir())
+    validate_precision(accelerator.mixed_precision, accelerator.device.type)
+    with run_lock(accelerator, recipe.run_dir()):
+        return _train_locked(recipe, accelerator, resume, command)
+
+
+def _train_locked(recipe: Recipe, accelerator: Accelerator, resume: str | None, command: str | None) -> dict:
+    cfg, run_dir = recipe.train, recipe.run_dir()
+    if resume is None:
+        check_fresh_run_dir(run_dir)
+    resume_from = prepare_resume(accelerator, resume, RunFolder(run_dir).checkpoints)
+    changes = check_resume_recipe(run_dir, recipe_to_dict(recipe)) if resume_from is not None else {}
     set_seed(cfg.seed)
     _warn_on_process_count(accelerator, cfg.gpus)
 
     parts = build_parts(recipe).prepare(recipe, accelerator)
     state = TrainState()
-    accelerator.register_for_checkpointing(parts.scheduler, state)
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-        accelerator.print(f"resumed from {resume_from} (epoch {state.epoch + 1}, step {state.global_step})")
-    teacher_metrics = evaluate(parts.teacher, parts.eval_loader, accelerator) if parts.teacher is not None else None
+        load_checkpoint(accelerator, resume_from, state)
+        sync_schedule(parts.optimizer, parts.scheduler, epoch=state.epoch, global_step=state.global_step,
+                      step_on_epochs=recipe.schedule.step_on_epochs)
+    if resume is not None and accelerator.is_main_process:  # evaluations after the checkpoint are redone
+        drop_records_after(RunFolder(run_dir).metrics_file, state.global_step)
+        if resume_from is not None:
+            accelerator.print(record_resume(run_dir, resume_from, state.global_step, changes))
+    teacher_name = "teacher " + " + ".join(t.name for t in recipe.teachers)
+    teacher_metrics = (evaluate(parts.teacher, parts.eval_loader, accelerator, model_name=teacher_name)
+                       if parts.teacher is not None else None)
     if accelerator.is_main_process:
         _write_run_header(run_dir, recipe, accelerator, parts, command, teacher_metrics)
     if cfg.log_with:
@@ -232,7 +267,7 @@ class Trainer:
         acc, parts = self.accelerator, self.parts
         with acc.accumulate(parts.student):
             with acc.autocast():
-                out = parts.task(*batch)
+                out = self._losses(batch)
             acc.backward(out["loss"])
             if acc.sync_gradients:
                 if self.cfg.clip_grad:
@@ -264,7 +299,7 @@ class Trainer:
         """Evaluate the student, append the epoch's line to metrics.jsonl, export it if it is the best."""
         acc, state = self.accelerator, self.state
         means = meter.means()
-        _check_finite(means, state, self.ckpt_root)
+        _check_finite(means, state, self._advice())
         train_time = meter.seconds()
         started = time.perf_counter()
         metrics = evaluate(self.parts.student, self.parts.eval_loader, acc)
@@ -297,18 +332,39 @@ class Trainer:
         if self.saved_step == self.state.global_step:
             return
         self._checked_window_means()  # never save weights that a NaN step has already touched
-        save_checkpoint(self.accelerator, self.ckpt_root, self.state.global_step, self.cfg.keep_checkpoints)
+        check_finite_weights(self.accelerator, self.parts.student, self.parts.optimizer, advice=self._advice())
+        save_checkpoint(self.accelerator, self.ckpt_root, self.state.global_step, self.cfg.keep_checkpoints,
+                        self.state)
         self.saved_step = self.state.global_step
 
     def export(self, out_dir: Path) -> None:
-        """Export the unwrapped student to ``out_dir`` (safetensors + timm config; main process only)."""
+        """Export the unwrapped student to ``out_dir`` (safetensors + timm config; main process only), only
+        with finite weights."""
+        check_finite_weights(self.accelerator, self.parts.student, self.parts.optimizer, advice=self._advice())
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             student = self.accelerator.unwrap_model(self.parts.student)
-            export_student(student, out_dir, self.recipe.student, self.parts.info)
+            with disk_full_guard(out_dir, "student export", cleanup=False):
+                export_student(student, out_dir, self.recipe.student, self.parts.info)
         self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ helpers
+    def _losses(self, batch: tuple) -> dict[str, torch.Tensor]:
+        """The task's losses; a loss refusing the NaN/inf logits of a diverged student (its own ValueError)
+        becomes the documented :class:`NonFiniteLossError`."""
+        try:
+            return self.parts.task(*batch)
+        except ValueError as err:
+            if not non_finite_tensors(self.accelerator.unwrap_model(self.parts.student)):
+                raise
+            raise NonFiniteLossError(
+                f"training diverged at epoch {self.state.epoch + 1}, step {self.state.global_step}: the student's "
+                f"weights hold NaN/inf ({err}). {self._advice()}"
+            ) from err
+
+    def _advice(self) -> str:
+        return divergence_advice(self.ckpt_root, self.recipe.optim.lr, self.run_dir)
+
     def _total_updates(self) -> int:
         total = self.cfg.epochs * self.updates_per_epoch
         return min(total, self.cfg.max_steps) if self.cfg.max_steps else total
@@ -329,7 +385,7 @@ class Trainer:
         means = self.window.means()
         if "loss" in self.window.sums:  # summed over processes: one diverged rank stops them all
             total = self.accelerator.reduce(self.window.sums["loss"].clone(), reduction="sum").item()
-            _check_finite({"loss (all processes)": total, **means}, self.state, self.ckpt_root)
+            _check_finite({"loss (all processes)": total, **means}, self.state, self._advice())
         return means
 
     def _summary(self) -> dict:
@@ -372,13 +428,11 @@ class _stop_on_signals:
             signal.signal(sig, handler)
 
 
-def _check_finite(values: dict[str, float], state: TrainState, ckpt_root: Path) -> None:
+def _check_finite(values: dict[str, float], state: TrainState, advice: str) -> None:
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
         raise NonFiniteLossError(
-            f"training loss became non-finite at epoch {state.epoch + 1}, step {state.global_step}: {bad}. "
-            f"The last good checkpoint in {ckpt_root} is intact; lower optim.lr, set train.clip_grad, or use "
-            "bf16 instead of fp16, then resume with --resume auto"
+            f"training loss became non-finite at epoch {state.epoch + 1}, step {state.global_step}: {bad}. {advice}"
         )
 
 
@@ -411,16 +465,6 @@ def _epoch_line(record: dict, state: TrainState, epochs: int) -> str:
         f"best {state.best_top1:.2f}@{state.best_epoch} | {record['images_per_s']:.0f} img/s train, "
         f"eval {record['eval_time_s']:.1f} s"
     )
-
-
-def _check_run_dir(run_dir: Path, resume: str | None) -> Path | None:
-    ckpt_root = RunFolder(run_dir).checkpoints
-    if resume is None and any(ckpt_root.glob("step_*")):
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints: pass --resume auto to continue that run, or choose another "
-            "train.output_dir (e.g. --set train.output_dir=runs/new)"
-        )
-    return resolve_resume(resume, ckpt_root)
 
 
 def _warn_on_process_count(accelerator: Accelerator, gpus: int) -> None:
