@@ -6,6 +6,7 @@ and checks that it is handled clearly and nothing is lost.
 
 import json
 import os
+import pickle
 import random
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from vitkd.engine import NonFiniteLossError, train
-from vitkd.engine.checkpoint import MANIFEST, NonFiniteWeightsError
+from vitkd.engine.checkpoint import MANIFEST, CheckpointError, NonFiniteWeightsError
 from vitkd.engine.resume import ResumeRecipeError
 from vitkd.engine.run_lock import LOCK_FILE
 from vitkd.recipe import recipe_from_dict
@@ -103,6 +104,26 @@ def test_resume_refuses_a_changed_experiment_and_lists_the_difference(tmp_path, 
     with pytest.raises(ResumeRecipeError, match=r"student.name: 'cifar_resnet8' -> 'cifar_resnet20'.*"
                                                 r"train.batch_size: 64 -> 32"):
         train(recipe_from_dict(changed), resume="auto")
+
+
+class _Evil:
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):  # unpickling creates the file: stands for arbitrary code
+        return (Path.touch, (Path(self.path),))
+
+
+def test_resume_path_with_code_running_pickles_refuses_and_runs_nothing(tmp_path, one_thread):
+    run = tmp_path / "run"
+    train(_recipe(run, max_steps=2))
+    folder = next((run / "checkpoints").glob("step_*"))
+    marker = tmp_path / "code_ran"
+    for pkl in [*folder.glob("*.pkl"), folder / "custom_checkpoint_0.pkl", folder / "custom_checkpoint_1.pkl"]:
+        pkl.write_bytes(pickle.dumps(_Evil(marker)))
+    with pytest.raises(CheckpointError, match="refusing to load checkpoint"):
+        train(_recipe(run, max_steps=4), resume=str(folder))
+    assert not marker.exists()
 
 
 def test_fresh_run_over_old_results_without_checkpoints_is_refused(tmp_path, one_thread):

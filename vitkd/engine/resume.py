@@ -20,8 +20,6 @@ from typing import Any
 
 import yaml
 
-from vitkd.engine import run_files
-
 __all__ = ["RESUMABLE_KEYS", "ResumeRecipeError", "check_fresh_run_dir", "check_resume_recipe", "drop_records_after",
            "recipe_changes", "record_resume", "sync_schedule"]
 
@@ -92,12 +90,10 @@ def check_resume_recipe(run_dir: Path, new: Mapping[str, Any]) -> dict[str, tupl
 
 def record_resume(run_dir: Path, checkpoint: Path, global_step: int, changes: Mapping[str, tuple[Any, Any]]) -> str:
     """Append this resume to ``run_dir/resumes.jsonl`` (main process) and return a one-line description."""
-    run_files.append_jsonl(run_dir / RESUMES_LOG, {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "checkpoint": str(checkpoint),
-        "step": global_step,
-        "changes": {k: list(v) for k, v in changes.items()},
-    })
+    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoint": str(checkpoint), "step": global_step,
+              "changes": {k: list(v) for k, v in changes.items()}}
+    with (run_dir / RESUMES_LOG).open("a") as f:
+        f.write(json.dumps(record, default=str) + "\n")
     applied = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()) or "none"
     return f"resumed from {checkpoint} (step {global_step}); recipe changes applied: {applied}"
 
