@@ -29,6 +29,7 @@ from vitkd.engine.checkpoint import (
     verify_checkpoint,
 )
 from vitkd.engine.resume import ResumeRecipeError
+from vitkd.engine.trainer import Trainer
 from vitkd.recipe import recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -153,6 +154,27 @@ def test_resuming_an_earlier_checkpoint_logs_each_evaluation_once(tmp_path, one_
     assert _steps(run) == [22, 44]
     train(_recipe(run, epochs=2, checkpoint_every=1, keep_checkpoints=5), resume=str(first))
     assert _steps(run) == [22, 44]
+
+
+def test_crash_after_an_evaluation_its_checkpoint_preceded_logs_it_once(tmp_path, monkeypatch, one_thread):
+    """Step-cadence checkpoints come before the epoch's evaluation; a crash after it (here: in the final
+    export) leaves a line the resumed run redoes."""
+    run = tmp_path / "run"
+    real_export = Trainer.export
+
+    def crash_on_final_export(self, out_dir):
+        if out_dir.name == "student":
+            raise KeyboardInterrupt("killed during the export")
+        real_export(self, out_dir)
+
+    monkeypatch.setattr(Trainer, "export", crash_on_final_export)
+    with pytest.raises(KeyboardInterrupt):
+        train(_recipe(run, epochs=2, checkpoint_every=0, checkpoint_every_steps=22))
+    assert _steps(run) == [22, 44]
+    monkeypatch.setattr(Trainer, "export", real_export)
+    train(_recipe(run, epochs=2, checkpoint_every=0, checkpoint_every_steps=22), resume="auto")
+    assert _steps(run) == [22, 44]
+    assert (run / "student" / "model.safetensors").is_file()
 
 
 def _distill(recipe: Path, *args: str) -> subprocess.Popen:

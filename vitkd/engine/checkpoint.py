@@ -90,7 +90,9 @@ class TrainState:
     """Loop position saved with every checkpoint (as ``train_state.json``).
 
     ``epoch`` is 0-based; ``batches_done`` counts the micro-batches of that epoch already trained on,
-    so a resumed run skips exactly those (``accelerator.skip_first_batches``).
+    so a resumed run skips exactly those (``accelerator.skip_first_batches``). ``evals_logged`` counts
+    the lines of ``metrics.jsonl`` written up to this state: a resumed run keeps only those, since it
+    redoes every later evaluation.
     """
 
     epoch: int = 0
@@ -98,6 +100,7 @@ class TrainState:
     global_step: int = 0
     best_top1: float = float("-inf")
     best_epoch: int = 0
+    evals_logged: int = 0
 
     def state_dict(self) -> dict:
         return asdict(self)

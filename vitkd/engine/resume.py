@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["RESUMABLE_KEYS", "ResumeRecipeError", "check_fresh_run_dir", "check_resume_recipe", "drop_records_after",
+__all__ = ["RESUMABLE_KEYS", "ResumeRecipeError", "check_fresh_run_dir", "check_resume_recipe", "keep_records",
            "recipe_changes", "record_resume", "sync_schedule"]
 
 # fnmatch patterns of the dotted recipe keys that may differ on --resume
@@ -136,16 +136,17 @@ def _empty(path: Path) -> bool:
     return not any(path.iterdir()) if path.is_dir() else path.stat().st_size == 0
 
 
-def drop_records_after(path: Path, global_step: int) -> int:
-    """Remove the lines of a JSONL log (``metrics.jsonl``) whose ``step`` is beyond ``global_step``.
+def keep_records(path: Path, count: int) -> int:
+    """Keep the first ``count`` lines of a JSONL log (``metrics.jsonl``) and drop the rest.
 
-    On resume, evaluations logged after the checkpoint was written are redone; without this the log
-    would hold them twice. A line cut short by a kill is dropped too. Returns how many lines were dropped; the file is replaced atomically.
+    On resume every evaluation logged after the checkpoint is redone; without this the log would
+    hold it twice (``count`` is :attr:`TrainState.evals_logged`). A line cut short by a kill is dropped
+    too. Returns how many lines were dropped; the file is replaced atomically.
     """
     if not path.is_file():
         return 0
     lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines if _step(line) <= global_step]
+    kept = [line for line in lines[:count] if _complete_json(line)]
     if len(kept) != len(lines):
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text("".join(f"{line}\n" for line in kept))
@@ -153,8 +154,9 @@ def drop_records_after(path: Path, global_step: int) -> int:
     return len(lines) - len(kept)
 
 
-def _step(line: str) -> float:
+def _complete_json(line: str) -> bool:
     try:
-        return json.loads(line).get("step", 0)
+        json.loads(line)
     except ValueError:
-        return float("inf")
+        return False
+    return True

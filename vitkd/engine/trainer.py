@@ -45,7 +45,7 @@ from vitkd.engine.factory import Parts, build_parts, current_lr, updates_in_epoc
 from vitkd.engine.resume import (
     check_fresh_run_dir,
     check_resume_recipe,
-    drop_records_after,
+    keep_records,
     record_resume,
     sync_schedule,
 )
@@ -154,9 +154,10 @@ def _train_locked(recipe: Recipe, accelerator: Accelerator, resume: str | None, 
         sync_schedule(parts.optimizer, parts.scheduler, epoch=state.epoch, global_step=state.global_step,
                       step_on_epochs=recipe.schedule.step_on_epochs)
     if resume is not None and accelerator.is_main_process:  # evaluations after the checkpoint are redone
-        drop_records_after(RunFolder(run_dir).metrics_file, state.global_step)
+        keep_records(RunFolder(run_dir).metrics_file, state.evals_logged)
         if resume_from is not None:
             accelerator.print(record_resume(run_dir, resume_from, state.global_step, changes))
+    accelerator.wait_for_everyone()  # every process reads the kept records (Trainer.last)
     teacher_name = "teacher " + " + ".join(t.name for t in recipe.teachers)
     teacher_metrics = (evaluate(parts.teacher, parts.eval_loader, accelerator, model_name=teacher_name)
                        if parts.teacher is not None else None)
@@ -199,7 +200,8 @@ class Trainer:
         self.updates_per_epoch = updates_in_epoch(recipe, len(parts.train_loader))
         self.update_lr = current_lr(parts.optimizer)
         self.window = LossMeter()  # since the last log line / finiteness check
-        self.last: dict = {}
+        records = self.folder.read_metrics()  # a resumed run's evaluations up to its checkpoint
+        self.last: dict = records[-1] if records else {}
         self.best: dict | None = None
         self.saved_step: int | None = None
         self.stop_requested = False
@@ -320,6 +322,7 @@ class Trainer:
             state.best_top1, state.best_epoch = metrics["top1"], state.epoch
             self.best = record
             self.export(self.folder.student_best)
+        state.evals_logged += 1
         if acc.is_main_process:
             self.folder.append_metrics(record)
             acc.print(_epoch_line(record, state, self.cfg.epochs))
