@@ -206,3 +206,22 @@ def test_cli_reports_refusal_without_traceback(monkeypatch, run, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "vitkd push-to-hub: error: Hugging Face Hub offline mode is on" in err and "Traceback" not in err
+
+
+def test_symlinked_export_files_are_refused(online, export, tmp_path):
+    outside = tmp_path / "secret.safetensors"
+    (export / "model.safetensors").rename(outside)
+    (export / "model.safetensors").symlink_to(outside)
+    api = FakeHfApi()
+    with pytest.raises(HubPushError, match="model.safetensors is a symbolic link"):
+        push_to_hub(export, REPO_ID, api=api)
+    assert api.calls == []
+
+
+def test_damaged_weights_are_refused_before_any_request(online, export):
+    weights = export / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-16])
+    api = FakeHfApi()
+    with pytest.raises(HubPushError, match="is not a readable safetensors file"):
+        push_to_hub(export, REPO_ID, api=api)
+    assert api.calls == []

@@ -17,6 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import safetensors
+import safetensors.torch
 from huggingface_hub import HfApi, get_token
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -112,12 +114,26 @@ def _prepare(folder: Path, repo_id: str) -> tuple[Path, str, str]:
 
 
 def _check_export_files(export_dir: Path) -> None:
+    """The export holds its files as real files (no symlinks, which could upload anything the user can
+    read) and ``model.safetensors`` parses into finite tensors."""
     missing = [name for name in EXPORT_FILES if not (export_dir / name).is_file()]
     if missing:
         raise HubPushError(
             f"Export folder {export_dir} lacks {', '.join(missing)}; "
             "write it with vitkd.export.export_student."
         )
+    links = [str(p) for p in (export_dir, *(export_dir / name for name in EXPORT_FILES)) if p.is_symlink()]
+    if links:
+        raise HubPushError(f"{', '.join(links)} is a symbolic link: push refuses links (they may point anywhere); "
+                           "copy the real files into the export folder")
+    weights = export_dir / "model.safetensors"
+    try:
+        tensors = safetensors.torch.load_file(weights)
+    except safetensors.SafetensorError as err:
+        raise HubPushError(f"{weights} is not a readable safetensors file ({err}): re-export the student") from err
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(t.isfinite().all())]
+    if bad:
+        raise HubPushError(f"{weights} holds NaN/inf in {', '.join(bad[:5])}: refusing to publish it")
 
 
 def _check_online() -> None:
