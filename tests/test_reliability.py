@@ -28,6 +28,7 @@ from vitkd.engine.checkpoint import (
     find_latest,
     verify_checkpoint,
 )
+from vitkd.engine.metrics import NonFiniteLogitsError
 from vitkd.engine.resume import ResumeRecipeError
 from vitkd.engine.trainer import Trainer
 from vitkd.recipe import recipe_from_dict
@@ -100,6 +101,18 @@ def test_divergence_advice_works_the_resumed_run_uses_and_records_the_new_lr(tmp
 def test_kd_divergence_stops_with_the_documented_error(tmp_path, teacher_file, one_thread):
     with pytest.raises(NonFiniteLossError, match="--set optim.lr="):
         train(_recipe(tmp_path / "kd", teacher_file, lr=1e6, log_every=50, max_steps=10))
+
+
+def test_a_teacher_with_nan_weights_is_named_before_training(tmp_path, one_thread):
+    torch.manual_seed(0)
+    teacher = timm.create_model("cifar_resnet8", num_classes=10)
+    state = teacher.state_dict()
+    state["fc.weight"][0, 0] = float("nan")
+    path = tmp_path / "nan_teacher.safetensors"
+    save_file(state, str(path))
+    with pytest.raises(NonFiniteLogitsError, match="teacher cifar_resnet8 produced NaN/inf logits for 64 of 64"):
+        train(_recipe(tmp_path / "run", path, max_steps=1))
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_resume_refuses_a_changed_experiment_and_lists_the_difference(tmp_path, one_thread):

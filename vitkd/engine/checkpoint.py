@@ -147,6 +147,7 @@ def save_checkpoint(accelerator: Accelerator, root: Path, global_step: int, keep
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
     with disk_full_guard(tmp, "checkpoint", cleanup=accelerator.is_main_process, estimate=_newest_size(root)):
+        # estimate: the previous checkpoint's size (None for the first)
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
@@ -410,7 +411,7 @@ def disk_full_guard(folder: Path, what: str, *, cleanup: bool = True, estimate: 
         if cleanup:
             shutil.rmtree(folder, ignore_errors=True)
         free = shutil.disk_usage(folder.parent if folder.parent.exists() else Path.cwd()).free
-        need = f"about {estimate} bytes (the previous one's size)" if estimate else f"more than the {written} bytes written"
+        need = f"about {estimate} bytes" if estimate else f"more than the {written} bytes written"
         raise DiskFullError(
             errno.ENOSPC,
             f"disk full while writing the {what} to {folder}: {free} bytes free on that file system, the {what} "

@@ -347,7 +347,8 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             student = self.accelerator.unwrap_model(self.parts.student)
-            with disk_full_guard(out_dir, "student export", cleanup=False):
+            size = sum(t.numel() * t.element_size() for t in student.state_dict().values())
+            with disk_full_guard(out_dir, "student export", cleanup=False, estimate=size):
                 export_student(student, out_dir, self.recipe.student, self.parts.info)
         self.accelerator.wait_for_everyone()
 
