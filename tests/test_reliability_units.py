@@ -247,5 +247,5 @@ def test_head_mismatch_hint_names_recipe_keys_that_exist(tmp_path):
 
     path = tmp_path / "t.safetensors"
     safetensors.torch.save_file(timm.create_model("cifar_resnet8", num_classes=100).state_dict(), path)
-    with pytest.raises(ValueError, match=r"student.ignore: \['fc.\*'\].*teacher.checkpoint"):
+    with pytest.raises(ValueError, match=r"student.reset_head: true.*teacher.checkpoint"):
         load_weights(timm.create_model("cifar_resnet8", num_classes=10), path)

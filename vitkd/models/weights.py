@@ -256,8 +256,8 @@ def _head_hints(
             hints.append(
                 f"  checkpoint head '{head}' has {ckpt_classes} classes, model has {model_classes}: "
                 f"pass num_classes={ckpt_classes} or ignore=['{head}.*'] to re-initialise the head. In a recipe the "
-                f"class count comes from data.source: a student can start with a new head (student.ignore: "
-                f"['{head}.*']); a teacher needs a checkpoint trained on that dataset (teacher.checkpoint)"
+                f"class count comes from data.source: a student can start with a new head (student.reset_head: "
+                f"true); a teacher needs a checkpoint trained on that dataset (teacher.checkpoint)"
             )
     return hints
 
