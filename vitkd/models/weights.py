@@ -152,8 +152,9 @@ def _torch_load(path: Path) -> object:
             "once, e.g. `sd = torch.load(path, weights_only=False)['model']; "
             "safetensors.torch.save_file(sd, 'model.safetensors')` (or torch.save(sd, ...)), and load that."
         ) from error
-    except (EOFError, RuntimeError) as error:
-        raise _damaged(path, str(error).splitlines()[0] if str(error) else "the file ends early") from error
+    except Exception as error:  # bytes that are no checkpoint make torch.load raise about anything
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise _damaged(path, reason) from error
 
 
 def _damaged(path: Path, reason: str) -> ValueError:
