@@ -7,9 +7,12 @@ import collections
 import datasets
 import pytest
 import torch
+from torch.utils.data import BatchSampler, DataLoader
 
 from vitkd.data import DataConfig, build_eval_loader, build_loaders
+from vitkd.data.loaders import RepeatedAugSampler, TrainBatchSampler
 from vitkd.data.synthetic import random_image_dataset, write_image_folder
+from vitkd.data.transforms import SampleKey
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +50,17 @@ def config(source: str, **overrides) -> DataConfig:
 @pytest.mark.parametrize("form", ["hub_style", "imagefolder", "parquet", "dict"])
 def test_batches_have_the_promised_shapes_and_types(sources, cache_dir, form):
     train, evaluation, info = build_loaders(config(sources[form], cache_dir=cache_dir), batch_size=16)
-    images, labels = next(iter(train))
+    images, labels, indices = next(iter(train))
     assert images.shape == (16, 3, 32, 32) and images.dtype == torch.float32
-    assert labels.shape == (16,) and labels.dtype == torch.int64
+    assert labels.shape == indices.shape == (16,) and labels.dtype == indices.dtype == torch.int64
     assert info.num_classes == 4 and info.image_size == 32 and info.in_chans == 3
-    assert len(train) == 40 // 16  # drop_last
+    assert [len(y) for _, y, _ in train] == [16, 16, 8]  # the last, partial batch is kept
     assert sum(len(y) for _, y in evaluation) == 12  # every evaluation sample, in order, last batch kept
 
 
 def test_two_view_batches(sources):
     train, _, _ = build_loaders(config(sources["dict"], two_view=True, transform="cifar"), batch_size=8)
-    (weak, strong), labels = next(iter(train))
+    (weak, strong), labels, _ = next(iter(train))
     assert weak.shape == strong.shape == (8, 3, 32, 32) and labels.shape == (8,)
     assert not torch.equal(weak, strong)
 
@@ -69,16 +72,16 @@ def first_batch(source: str, seed: int, **overrides):
 
 def test_same_seed_same_batch_including_augmentation_with_workers(sources):
     kwargs = {"num_workers": 2, "persistent_workers": False, "two_view": True}
-    (weak_a, strong_a), labels_a = first_batch(sources["dict"], seed=3, **kwargs)
-    (weak_b, strong_b), labels_b = first_batch(sources["dict"], seed=3, **kwargs)
+    (weak_a, strong_a), labels_a, _ = first_batch(sources["dict"], seed=3, **kwargs)
+    (weak_b, strong_b), labels_b, _ = first_batch(sources["dict"], seed=3, **kwargs)
     assert torch.equal(labels_a, labels_b)
     assert torch.equal(weak_a, weak_b) and torch.equal(strong_a, strong_b)
 
 
 def test_seed_sets_the_order(sources):
-    images_a, labels_a = first_batch(sources["dict"], seed=0, transform="none")
-    images_b, labels_b = first_batch(sources["dict"], seed=0, transform="none")
-    images_c, _ = first_batch(sources["dict"], seed=1, transform="none")
+    images_a, labels_a, _ = first_batch(sources["dict"], seed=0, transform="none")
+    images_b, labels_b, _ = first_batch(sources["dict"], seed=0, transform="none")
+    images_c, _, _ = first_batch(sources["dict"], seed=1, transform="none")
     assert torch.equal(labels_a, labels_b) and torch.equal(images_a, images_b)
     assert not torch.equal(images_a, images_c)
 
@@ -86,7 +89,7 @@ def test_seed_sets_the_order(sources):
 def test_train_fraction_is_stratified_and_seeded(sources):
     def subset(seed: int) -> datasets.Dataset:
         train, _, _ = build_loaders(config(sources["dict"], train_fraction=0.5), batch_size=4, seed=seed)
-        return train.dataset.rows.with_format(None)  # raw rows, without the tensor transform
+        return train.dataset.rows  # raw rows, without the augmentation
 
     first = subset(0)
     assert collections.Counter(first["label"]) == {0: 5, 1: 5, 2: 5, 3: 5}
@@ -136,8 +139,8 @@ def test_no_labelled_eval_split_lists_splits(sources):
 
 
 def test_batch_size_errors(sources):
-    with pytest.raises(ValueError, match="batch_size must be >= 2, got 1"):
-        build_loaders(config(sources["dict"]), batch_size=1)
+    with pytest.raises(ValueError, match="batch_size must be >= 2 .* got batch_size=1, min_batch=2"):
+        build_loaders(config(sources["dict"]), batch_size=1, min_batch=2)
     with pytest.raises(
         ValueError, match=r"has 20 samples \(train_fraction=0.5\), fewer than one batch of batch_size=32"
     ):
@@ -148,7 +151,135 @@ def test_fashion_mnist_loaders(cache_dir):
     train, evaluation, info = build_loaders(
         config("fashion_mnist", cache_dir=cache_dir, in_chans=1), batch_size=64
     )
-    images, labels = next(iter(train))
+    images, labels, _ = next(iter(train))
     assert images.shape == (64, 1, 32, 32)
-    assert (len(train), len(evaluation.dataset)) == (60_000 // 64, 10_000)
+    assert (len(train), len(evaluation.dataset)) == (-(-60_000 // 64), 10_000)
     assert info.class_names[0] == "T-shirt/top" and info.num_classes == 10
+
+
+# ----------------------------------------------------------------------------- deterministic augmentation
+
+
+def epoch_samples(loader, epoch: int) -> dict[int, tuple[torch.Tensor, ...]]:
+    """{row index: (view tensors)} of one epoch of a training loader."""
+    loader.batch_sampler.sampler.set_epoch(epoch)
+    return samples_of(loader)
+
+
+def samples_of(loader) -> dict[int, tuple[torch.Tensor, ...]]:
+    """{row index: (view tensors)} of one pass over a loader of training batches."""
+    out = {}
+    for images, _, indices in loader:
+        views = images if isinstance(images, tuple) else (images,)
+        for row, index in enumerate(indices.tolist()):
+            assert index not in out
+            out[index] = tuple(v[row] for v in views)
+    return out
+
+
+def assert_same_samples(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for index in a:
+        assert all(torch.equal(x, y) for x, y in zip(a[index], b[index], strict=True)), index
+
+
+def two_view_loader(source: str, *, batch_size: int, workers: int, seed: int = 5):
+    cfg = config(source, two_view=True, num_workers=workers, persistent_workers=workers > 0)
+    return build_loaders(cfg, batch_size=batch_size, seed=seed)[0]
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_sample(sources):
+    """Bit-identical per sample for 0 vs 2 persistent workers, batch 8 vs 16, shuffled vs in order; the
+    epoch reaches persistent workers (epoch 1 differs from 0 and matches the worker-free loader)."""
+    reference = two_view_loader(sources["dict"], batch_size=8, workers=0)
+    epoch0, epoch1 = epoch_samples(reference, 0), epoch_samples(reference, 1)
+    workers = two_view_loader(sources["dict"], batch_size=16, workers=2)
+    assert_same_samples(epoch_samples(workers, 0), epoch0)
+    assert_same_samples(epoch_samples(workers, 1), epoch1)
+    in_order = DataLoader(reference.dataset, collate_fn=reference.collate_fn,
+                          batch_sampler=BatchSampler([SampleKey(0, i) for i in range(40)], 6, drop_last=False))
+    assert_same_samples(samples_of(in_order), epoch0)
+    assert not torch.equal(epoch0[0][0], epoch1[0][0])
+    assert not torch.equal(epoch0[0][0], epoch0[0][1])  # weak and strong views are drawn apart
+
+
+def test_order_is_seeded_per_epoch_and_does_not_touch_the_global_rng(sources):
+    loader = two_view_loader(sources["dict"], batch_size=8, workers=0)
+    state = torch.get_rng_state()
+    orders = [[i for _, _, idx in loader for i in idx.tolist()] for _ in range(2)]  # epochs 0 and 1
+    assert torch.equal(state, torch.get_rng_state())
+    again = two_view_loader(sources["dict"], batch_size=8, workers=0)
+    again.batch_sampler.sampler.set_epoch(1)
+    assert orders[0] != orders[1] and [i for _, _, idx in again for i in idx.tolist()] == orders[1]
+    assert sorted(orders[0]) == list(range(40))
+
+
+def test_accelerate_keeps_the_sampler_and_resumes_mid_epoch(sources):
+    """prepare() leaves EpochSampler in place (set_epoch reaches it); skip_first_batches continues the
+    same epoch with the same augmented tensors."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    prepared = accelerator.prepare(two_view_loader(sources["dict"], batch_size=8, workers=0))
+    full = list(epoch_batches(prepared, 2))
+    prepared.set_epoch(2)
+    resumed = list(accelerator.skip_first_batches(prepared, 3))
+    assert len(full) == 5 and len(resumed) == 2
+    for (views_a, labels_a, idx_a), (views_b, labels_b, idx_b) in zip(full[3:], resumed, strict=True):
+        assert torch.equal(idx_a, idx_b) and torch.equal(labels_a, labels_b)
+        assert all(torch.equal(a, b) for a, b in zip(views_a, views_b, strict=True))
+    reference = two_view_loader(sources["dict"], batch_size=8, workers=0)
+    reference.batch_sampler.sampler.set_epoch(2)
+    assert [b[2].tolist() for b in reference] == [b[2].tolist() for b in full]
+
+
+def epoch_batches(loader, epoch: int):
+    loader.set_epoch(epoch)
+    yield from loader
+
+
+@pytest.mark.parametrize(("batch_size", "min_batch", "sizes"), [(16, 1, [16, 16, 8]), (13, 2, [13, 13, 13])])
+def test_last_partial_batch_kept_unless_below_min_batch(sources, batch_size, min_batch, sizes):
+    train, _, _ = build_loaders(config(sources["dict"]), batch_size=batch_size, min_batch=min_batch)
+    assert [len(y) for _, y, _ in train] == sizes and len(train) == len(sizes)  # 40 = 3·13 + 1
+
+
+@pytest.mark.parametrize(("rows", "processes", "batch_size"), [(40, 1, 8), (300, 2, 16), (40, 3, 4)])
+def test_repeated_augmentation_gives_each_process_timms_list(monkeypatch, rows, processes, batch_size):
+    """With timm's permutation, each process's batches under Accelerate's sharding hold exactly the rows
+    of timm's RepeatAugSampler for that rank (cut to whole batches with several processes), and the
+    copies of a row carry distinct repeat numbers."""
+    from accelerate.data_loader import BatchSamplerShard
+    from timm.data.distributed_sampler import RepeatAugSampler
+
+    epoch = 4
+    monkeypatch.setattr(RepeatedAugSampler, "_order",
+                        lambda self, e: torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(e)))
+    sampler = RepeatedAugSampler(rows, 0, repeats=3, batch_size=batch_size, num_processes=processes)
+    sampler.set_epoch(epoch)
+    seen = collections.Counter()
+    for rank in range(processes):
+        shard = BatchSamplerShard(TrainBatchSampler(sampler, batch_size, 1), processes, rank)
+        sampler.set_epoch(epoch)
+        keys = [key for batch in shard for key in batch]
+        timm_sampler = RepeatAugSampler(range(rows), num_replicas=processes, rank=rank, num_repeats=3)
+        timm_sampler.set_epoch(epoch)
+        expected = list(timm_sampler)
+        if processes > 1:
+            expected = expected[: len(expected) // batch_size * batch_size]
+        assert [k.index for k in keys] == expected and {k.epoch for k in keys} == {epoch}
+        seen.update((k.index, k.repeat) for k in keys)
+    assert max(seen.values()) == 1  # no two copies share an augmentation
+
+
+def test_repeated_copies_of_a_row_go_to_different_processes():
+    sampler = RepeatedAugSampler(300, 7, repeats=3, batch_size=10, num_processes=3)
+    from accelerate.data_loader import BatchSamplerShard
+
+    where = collections.defaultdict(set)
+    for rank in range(3):
+        for batch in BatchSamplerShard(TrainBatchSampler(sampler, 10, 1), 3, rank):
+            for key in batch:
+                where[key.index].add(rank)
+        sampler.set_epoch(0)
+    assert all(len(ranks) == 3 for ranks in where.values())

@@ -31,6 +31,7 @@ __all__ = [
 # command -> (module whose main(argv) runs it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "distill": ("vitkd.commands.distill", "distil (or train) a model from a recipe"),
+    "cache-teacher": ("vitkd.commands.cache_teacher", "store a recipe's teacher logits to distil from later"),
     "evaluate": ("vitkd.commands.evaluate", "top-1/top-5/NLL/ECE of an export or checkpoint on a dataset"),
     "linear-probe": ("vitkd.commands.linear_probe", "linear probe of a frozen model's features"),
     "make-table": ("vitkd.commands.make_table", "results table (mean ± std over seeds) of finished runs"),

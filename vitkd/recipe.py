@@ -21,7 +21,7 @@ import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, ClassVar, Union
 
 import yaml
 
@@ -37,6 +37,7 @@ __all__ = [
     "Recipe",
     "RecipeError",
     "ScheduleConfig",
+    "TeacherCacheConfig",
     "TrainConfig",
     "load_recipe",
     "validate_precision",
@@ -54,6 +55,21 @@ class RecipeError(ValueError):
 
 
 @dataclass
+class TeacherCacheConfig:
+    """Stored teacher logits to train from instead of running the teacher (``scripts/cache_teacher.py``).
+
+    ``dir``: the cache folder (``teacher: {cache: DIR}`` or ``--set teacher.cache=DIR`` is shorthand for
+    ``{dir: DIR}``). ``reuse_epochs``: a run longer than the cached epochs reads cached epoch
+    ``e mod N`` for its epoch ``e`` (the same augmented views and logits again); otherwise it is refused.
+    """
+
+    shorthand: ClassVar[str] = "dir"
+
+    dir: str
+    reuse_epochs: bool = False
+
+
+@dataclass
 class ModelConfig:
     """A model by timm name (vitkd's own names work after ``import vitkd``).
 
@@ -62,14 +78,18 @@ class ModelConfig:
     ``drop_path_rate``, ``img_size``). ``ignore``: key patterns left out of the checkpoint check.
     ``reset_head: true`` (students only) loads everything but the classifier from ``checkpoint`` and
     starts a new head for the dataset's classes: fine-tuning a pretrained model to your classes, e.g.
-    to make a teacher for them (README, "Fine-tune the teacher, then distil").
+    to make a teacher for them (README, "Fine-tune the teacher, then distil"). ``cache`` (teacher
+    only): see :class:`TeacherCacheConfig`.
     """
+
+    shorthand: ClassVar[str] = "name"
 
     name: str
     checkpoint: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     ignore: list[str] = field(default_factory=list)
     reset_head: bool = False
+    cache: TeacherCacheConfig | None = None
 
 
 @dataclass
@@ -275,8 +295,8 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
     cls: Any = Recipe
     for depth, part in enumerate(parents):
         cls = _field_type(cls, part, ".".join(parents[: depth + 1]))
-        if isinstance(node.get(part), str) and cls is not None:  # shorthand `student: name` -> mapping
-            node[part] = {"name": node[part]}
+        if isinstance(node.get(part), str) and getattr(cls, "shorthand", None):  # `student: name` -> mapping
+            node[part] = {cls.shorthand: node[part]}
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise RecipeError(f"--set {key}: '{'.'.join(parents[: depth + 1])}' is not a section")
@@ -358,8 +378,8 @@ def _convert_scalar(hint: Any, value: Any, where: str) -> Any:
 
 
 def _convert_dataclass(cls: Any, value: Any, where: str) -> Any:
-    if isinstance(value, str) and "name" in {f.name for f in dataclasses.fields(cls)}:
-        value = {"name": value}  # shorthand: `student: cifar_resnet8x4`
+    if isinstance(value, str) and getattr(cls, "shorthand", None):
+        value = {cls.shorthand: value}  # shorthand: `student: cifar_resnet8x4`, `cache: DIR`
     if not isinstance(value, Mapping):
         raise RecipeError(f"{where}: expected a mapping with keys {[f.name for f in dataclasses.fields(cls)]}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -405,6 +425,11 @@ def _validate(recipe: Recipe) -> None:
         raise RecipeError("student.reset_head is true but student.checkpoint is empty: a new head only makes sense "
                           "on pretrained weights (checkpoint: timm, hf-hub:<org>/<repo> or a file); remove reset_head")
     _validate_numbers(recipe)
+    if recipe.student.cache is not None:
+        raise RecipeError("student.cache is set, but a cache holds teacher logits: move it to teacher.cache")
+    if len(recipe.teachers) > 1 and any(t.cache for t in recipe.teachers):
+        raise RecipeError("teacher.cache is set on an ensemble member: caches of ensembles are not supported yet; "
+                          "remove 'cache' or use one teacher")
     for teacher in recipe.teachers:
         if teacher.reset_head:
             raise RecipeError(f"teacher {teacher.name!r} has reset_head: true, but a teacher's head makes the soft "

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -27,6 +27,45 @@ PRESETS: dict[str, Preset] = {
     "imagenet": Preset(224, IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
     "none": Preset(32, CIFAR100_MEAN, CIFAR100_STD),
 }
+
+
+@dataclass
+class StrongAugConfig:
+    """The strong view of two-view training (CRLD, ``data.two_view``), as the CRLD authors' code draws it.
+
+    After the preset's crop and flip: ``num_ops`` operations drawn with replacement from AutoContrast,
+    Brightness, Color, Contrast, Equalize, Identity, Posterize, Rotate, Sharpness, ShearX, ShearY,
+    Solarize, TranslateX, TranslateY, each applied with its own magnitude drawn uniformly from its range:
+    enhancement factors in ``enhance``, ±``rotate`` degrees, ±``shear``, ±``translate`` · side, posterize
+    bits in ``posterize`` (truncated), solarize threshold in [0, 256]; then Cutout, a square of side
+    uniform in [0, ``cutout``] · width filled with ``cutout_fill`` (RGB 0–255; its mean for grayscale).
+    """
+
+    num_ops: int = 2
+    enhance: tuple[float, float] = (0.05, 0.95)
+    rotate: float = 30.0
+    shear: float = 0.3
+    translate: float = 0.3
+    posterize: tuple[int, int] = (4, 8)
+    cutout: float = 0.5
+    cutout_fill: tuple[int, int, int] = (125, 123, 114)
+
+    def __post_init__(self) -> None:
+        self.enhance, self.posterize = tuple(self.enhance), tuple(self.posterize)
+        self.cutout_fill = tuple(self.cutout_fill)
+        if self.num_ops < 0:
+            raise ValueError(f"data.strong_aug.num_ops must be >= 0, got {self.num_ops!r}")
+        if len(self.enhance) != 2 or not 0 <= self.enhance[0] <= self.enhance[1]:
+            raise ValueError(f"data.strong_aug.enhance must be [low, high] with 0 <= low <= high, got {self.enhance!r}")
+        if len(self.posterize) != 2 or not 1 <= self.posterize[0] <= self.posterize[1] <= 8:
+            raise ValueError(f"data.strong_aug.posterize must be [low, high] bits in 1..8, got {self.posterize!r}")
+        for name in ("rotate", "shear", "translate"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"data.strong_aug.{name} must be >= 0 (a ± range), got {getattr(self, name)!r}")
+        if not 0 <= self.cutout <= 1:
+            raise ValueError(f"data.strong_aug.cutout must be in [0, 1] (fraction of the side), got {self.cutout!r}")
+        if len(self.cutout_fill) != 3 or not all(0 <= c <= 255 for c in self.cutout_fill):
+            raise ValueError(f"data.strong_aug.cutout_fill must be 3 values in 0..255, got {self.cutout_fill!r}")
 
 
 @dataclass
@@ -63,6 +102,7 @@ class DataConfig:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     two_view: bool = False
+    strong_aug: StrongAugConfig = field(default_factory=StrongAugConfig)
     train_fraction: float = 1.0
     max_eval_samples: int | None = None
     num_workers: int = 2

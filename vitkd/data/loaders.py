@@ -1,28 +1,32 @@
 """Training and evaluation DataLoaders for a :class:`~vitkd.data.config.DataConfig`.
 
-Reproducibility: each loader owns a ``torch.Generator`` seeded from ``seed``. It fixes the shuffling
-order, and DataLoader draws each epoch's worker base seed from it, then seeds ``torch``, ``random`` and
-``numpy`` in worker *i* with base + *i* — so with ``num_workers > 0`` the augmentations repeat too and no
-``worker_init_fn`` is needed. With ``num_workers=0`` augmentations draw from the main process's global
-torch RNG, which the caller seeds (e.g. ``accelerate.utils.set_seed``).
+Reproducibility: the training loader's sampler (:class:`EpochSampler`) yields :class:`SampleKey` items
+(epoch, row, repeat), its order a seeded permutation of (seed, epoch); the dataset wrapper
+(:class:`AugmentedRows`) augments each row under seeds derived from its key (see
+:mod:`vitkd.data.transforms`). The sampler runs in the main process and the keys travel to the workers
+with the indices, so the epoch reaches persistent workers too, and the augmented image of sample *i* in
+epoch *e* depends on nothing else: not on worker count, process count, batch size, position, or a resume.
+The global RNG is never consumed (each loader also owns a generator for DataLoader's worker seeds).
 
 The loaders are not prepared: the training engine hands them to ``accelerator.prepare``, which shards
-them per process.
+the batches per process (``BatchSamplerShard``, which calls :meth:`EpochSampler.set_epoch` through
+``DataLoaderShard.set_epoch``; our sampler is not a ``RandomSampler``, so Accelerate leaves it in place).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterator
 
 import datasets
 import numpy as np
 import torch
 from accelerate import PartialState
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default_collate
 
 from vitkd.data.config import DataConfig, DataInfo
 from vitkd.data.sources import NamedRows, decode_streamed, select_splits, stream_train_split
-from vitkd.data.transforms import build_transforms, eval_crop
+from vitkd.data.transforms import SampleAugmenter, SampleKey, build_transforms, eval_crop
 
 # Seed of the evaluation subset (max_eval_samples): fixed, so runs with different seeds see the same images.
 EVAL_SUBSET_SEED = 0
@@ -31,13 +35,137 @@ Images = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 def collate(samples: list[dict]) -> tuple[Images, torch.Tensor]:
-    """Rows ``{"image": tensor or tuple of view tensors, "label": int}`` → (images, labels int64 [B]).
+    """Evaluation rows ``{"image": tensor, "label": int}`` → (images float32 [B, C, H, W], labels int64 [B])."""
+    batch = default_collate(samples)
+    return batch["image"], batch["label"]
 
-    Images are float32 [B, C, H, W], or a tuple (weak, strong) of those in two-view mode.
+
+def collate_train(samples: list[dict]) -> tuple[Images, torch.Tensor, torch.Tensor]:
+    """Training rows ``{"image": (view tensors), "label": int, "index": int}`` → (images, labels, indices).
+
+    images: float32 [B, C, H, W], or a tuple (weak, strong) of those in two-view mode; labels and the
+    dataset row indices: int64 [B].
     """
     batch = default_collate(samples)
-    images = batch["image"]
-    return (tuple(images) if isinstance(images, list) else images), batch["label"]
+    views = tuple(batch["image"])
+    return (views[0] if len(views) == 1 else views), batch["label"], batch["index"]
+
+
+class EpochSampler(Sampler[SampleKey]):
+    """Yields one epoch's :class:`SampleKey` items in an order seeded by (seed, epoch).
+
+    Call :meth:`set_epoch` before iterating (``DataLoaderShard`` does, with its iteration count); after a
+    complete pass the epoch advances by one, as with torch's ``RandomSampler``, so an unprepared loader
+    also gives a new epoch per pass.
+    """
+
+    def __init__(self, num_rows: int, seed: int) -> None:
+        self.num_rows, self.seed = num_rows, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_rows
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        epoch = self.epoch
+        yield from self._keys(epoch)
+        self.epoch = epoch + 1
+
+    def _keys(self, epoch: int) -> Iterator[SampleKey]:
+        return (SampleKey(epoch, int(i)) for i in self._order(epoch))
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        return torch.randperm(self.num_rows, generator=torch.Generator().manual_seed(seed))
+
+
+class RepeatedAugSampler(EpochSampler):
+    """Repeated augmentation (DeiT's RASampler, timm's ``RepeatAugSampler``), arranged for Accelerate.
+
+    Each epoch: a seeded permutation of the rows, each row repeated ``repeats`` times in a row, process
+    ``p`` of ``W`` taking positions ``p, p + W, …`` (wrapping round to pad), at most timm's
+    ``num_selected_samples`` of them (⌊N / 256⌋ · 256 / W, or ⌈N / W⌉ below 256 rows): the epoch is as long
+    as without repetition, and a row's copies land on different processes. The copies differ in
+    ``SampleKey.repeat`` (so in their augmentation; a wrapped-round copy continues the numbering).
+
+    Accelerate shards a single stream by whole batches (batch ``b`` to process ``b mod W``), so the
+    stream interleaves the processes' lists batch by batch: every process then gets exactly timm's list.
+    With ``W > 1`` each list is cut to whole batches (Accelerate would refill a partial one from the
+    epoch's start).
+    """
+
+    def __init__(self, num_rows: int, seed: int, *, repeats: int, batch_size: int, num_processes: int) -> None:
+        super().__init__(num_rows, seed)
+        self.repeats, self.batch_size, self.num_processes = repeats, batch_size, num_processes
+        per_process = math.ceil(num_rows * repeats / num_processes)
+        selected = (num_rows // 256 * 256 / num_processes) if num_rows >= 256 else math.ceil(num_rows / num_processes)
+        self.per_process = min(int(selected), per_process)
+        if num_processes > 1:
+            self.per_process -= self.per_process % batch_size
+        if self.per_process < 1:
+            raise ValueError(f"repeated augmentation over {num_rows} rows leaves no whole batch of {batch_size} "
+                             f"per process ({num_processes} processes): lower train.batch_size")
+        self.total = per_process * num_processes
+
+    def __len__(self) -> int:
+        return self.per_process * self.num_processes
+
+    def _keys(self, epoch: int) -> Iterator[SampleKey]:
+        order, n, r, w = self._order(epoch).tolist(), self.num_rows * self.repeats, self.repeats, self.num_processes
+
+        def key(position: int) -> SampleKey:
+            within = position % n
+            return SampleKey(epoch, order[within // r], within % r + position // n * r)
+
+        lists = [[key(i) for i in range(p, self.total, w)[: self.per_process]] for p in range(w)]
+        for start in range(0, self.per_process, self.batch_size):
+            for keys in lists:
+                yield from keys[start : start + self.batch_size]
+
+
+class TrainBatchSampler(BatchSampler):
+    """Batches of ``batch_size`` keys; the last, partial batch is kept unless smaller than ``min_batch``.
+
+    (The CIFAR papers' loaders keep it: 782 steps per epoch of 50 000 at batch 64. Losses with batch
+    statistics need at least 2 samples, and then a 1-sample tail is dropped.)
+    """
+
+    def __init__(self, sampler: Sampler, batch_size: int, min_batch: int) -> None:
+        super().__init__(sampler, batch_size, drop_last=False)
+        self.min_batch = min_batch
+
+    def __iter__(self) -> Iterator[list]:
+        yield from (batch for batch in super().__iter__() if len(batch) >= self.min_batch)
+
+    def __len__(self) -> int:
+        full, tail = divmod(len(self.sampler), self.batch_size)
+        return full + int(0 < tail and tail >= self.min_batch)
+
+
+class AugmentedRows(Dataset):
+    """Training rows of a 🤗 dataset, looked up by :class:`SampleKey` and augmented for that key.
+
+    ``__getitems__`` (which DataLoader prefers) reads a batch's rows from Arrow in one call.
+    """
+
+    def __init__(self, rows: datasets.Dataset, augment: SampleAugmenter) -> None:
+        self.rows, self.augment = rows, augment
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitems__(self, keys: list[SampleKey]) -> list[dict]:
+        rows = self.rows[[key.index for key in keys]]
+        return [
+            {"image": self.augment(image, key), "label": label, "index": key.index}
+            for image, label, key in zip(rows["image"], rows["label"], keys, strict=True)
+        ]
+
+    def __getitem__(self, key: SampleKey) -> dict:
+        return self.__getitems__([key])[0]
 
 
 def stratified_fraction(ds: datasets.Dataset, fraction: float, seed: int) -> datasets.Dataset:
@@ -71,33 +199,45 @@ def _check_eval_batch_size(eval_batch_size: int) -> None:
         raise ValueError(f"eval_batch_size must be >= 1, got {eval_batch_size}")
 
 
-def _loader(
-    ds: datasets.Dataset,
-    transform: Callable,
-    cfg: DataConfig,
-    *,
-    split: str,
-    train: bool,
-    batch_size: int,
-    seed: int,
+def _eval_loader(
+    ds: datasets.Dataset, transform: Callable, cfg: DataConfig, *, split: str, batch_size: int, seed: int
 ) -> DataLoader:
-    """DataLoader over split ``split`` ``ds`` with ``transform``; training shuffles and drops the last
-    incomplete batch. A damaged image stops it with an error naming the split, row and file.
-
-    Each loader gets its own generator seeded with ``seed``: it orders the training samples and seeds
-    the workers, and it keeps iterating an eval loader from consuming the global RNG.
-    """
+    """DataLoader over split ``split`` ``ds`` in order, last batch kept. A damaged image stops it with an
+    error naming the split, row and file. Its own generator (for the worker seeds) keeps iterating it
+    from consuming the global RNG."""
     return DataLoader(
         NamedRows(ds.with_transform(transform), split, cfg.source),
         batch_size=batch_size,
-        shuffle=train,
-        drop_last=train,
+        shuffle=False,
         generator=torch.Generator().manual_seed(seed),
         num_workers=cfg.num_workers,
         persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
         pin_memory=cfg.pin_memory,
         collate_fn=collate,
     )
+
+
+def _train_loader(
+    ds: datasets.Dataset, augment: SampleAugmenter, cfg: DataConfig, *, split: str, batch_size: int, min_batch: int,
+    seed: int, repeats: int, num_processes: int,
+) -> DataLoader:
+    """DataLoader of (images, labels, indices) with :class:`EpochSampler` order (:class:`RepeatedAugSampler`
+    with ``repeats > 1``) and per-key augmentation."""
+    if repeats > 1:
+        sampler = RepeatedAugSampler(len(ds), seed, repeats=repeats, batch_size=batch_size,
+                                     num_processes=num_processes)
+    else:
+        sampler = EpochSampler(len(ds), seed)
+    return DataLoader(
+        NamedRows(AugmentedRows(ds, augment), split, cfg.source, rows=ds),
+        batch_sampler=TrainBatchSampler(sampler, batch_size, min_batch),
+        generator=torch.Generator().manual_seed(seed),
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.persistent_workers and cfg.num_workers > 0,
+        pin_memory=cfg.pin_memory,
+        collate_fn=collate_train,
+    )
+
 
 
 def _data_info(cfg: DataConfig, class_names: list[str]) -> DataInfo:
@@ -126,15 +266,7 @@ def build_eval_loader(cfg: DataConfig, *, batch_size: int, seed: int = 0) -> tup
     _check_eval_batch_size(batch_size)
     ((eval_name, evaluation),) = select_splits(cfg, train=False)
     evaluation = _capped(cfg, evaluation)
-    loader = _loader(
-        evaluation,
-        build_transforms(cfg)[1],
-        cfg,
-        split=eval_name,
-        train=False,
-        batch_size=batch_size,
-        seed=seed,
-    )
+    loader = _eval_loader(evaluation, build_transforms(cfg)[1], cfg, split=eval_name, batch_size=batch_size, seed=seed)
     return loader, _data_info(cfg, evaluation.features["label"].names)
 
 
@@ -144,21 +276,32 @@ def build_loaders(
     batch_size: int,
     eval_batch_size: int | None = None,
     seed: int = 0,
+    min_batch: int = 1,
+    data_seed: int | None = None,
+    num_processes: int = 1,
 ) -> tuple[DataLoader, DataLoader, DataInfo]:
     """(train loader, eval loader, DataInfo) for ``cfg``.
 
-    Train: shuffled by a generator seeded with ``seed``, ``drop_last=True``, batches
-    ``(images float32 [B, C, H, W], labels int64 [B])`` or ``((weak, strong), labels)`` with
-    ``cfg.two_view``. Eval: ``cfg.eval_split`` or the first labelled one of validation/valid/val/…/test,
-    at most ``cfg.max_eval_samples`` of it, in dataset order, ``drop_last=False``, batch size
-    ``eval_batch_size`` (default ``batch_size``). Raises ValueError when the training split holds less
-    than one batch.
+    Train: batches ``(images float32 [B, C, H, W], labels int64 [B], row indices int64 [B])``, images a
+    tuple (weak, strong) with ``cfg.two_view``; order and augmentation seeded by ``seed`` and the epoch
+    (module docstring); the last partial batch is kept unless it holds fewer than ``min_batch`` samples
+    (2 for losses with batch statistics: ``DistillationLoss.uses_batch_statistics``). Eval:
+    ``(images, labels)`` from ``cfg.eval_split`` or the first labelled one of validation/valid/val/…/test,
+    at most ``cfg.max_eval_samples`` of it, in dataset order, every sample, batch size ``eval_batch_size``
+    (default ``batch_size``). Raises ValueError when the training split holds less than one batch.
+
+    ``seed`` orders the training samples; ``data_seed`` (default ``seed``) draws the augmentations and the
+    ``train_fraction`` subset: a run from a teacher-logit cache takes the cache's, so that other seeds
+    change the order (and the student's initialisation) but not the images the cached logits belong to.
+    ``num_processes``: the processes Accelerate will shard the loader over (repeated augmentation
+    arranges its stream for them; other samplers do not need it).
     """
+    data_seed = seed if data_seed is None else data_seed
     eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
-    if batch_size < 2:
+    if not 1 <= min_batch <= batch_size:
         raise ValueError(
-            f"batch_size must be >= 2, got {batch_size}: training drops the last incomplete batch and the "
-            "distillation losses use per-class statistics over the batch"
+            f"batch_size must be >= {max(min_batch, 1)} (the loss's smallest usable batch), got batch_size="
+            f"{batch_size}, min_batch={min_batch}: raise train.batch_size"
         )
     _check_eval_batch_size(eval_batch_size)
     if cfg.streaming:
@@ -172,20 +315,19 @@ def build_loaders(
             f"{class_names} vs {evaluation.features['label'].names}"
         )
     if cfg.train_fraction < 1.0:
-        train = stratified_fraction(train, cfg.train_fraction, seed)
+        train = stratified_fraction(train, cfg.train_fraction, data_seed)
     if len(train) < batch_size:
         raise ValueError(
             f"The training split {train_name!r} has {len(train)} samples "
             f"(train_fraction={cfg.train_fraction}), fewer than one batch of batch_size={batch_size}; "
             "lower the batch size or use more data"
         )
-    train_transform, eval_transform = build_transforms(cfg)
-    train_loader = _loader(
-        train, train_transform, cfg, split=train_name, train=True, batch_size=batch_size, seed=seed
-    )
-    eval_loader = _loader(
-        evaluation, eval_transform, cfg, split=eval_name, train=False, batch_size=eval_batch_size, seed=seed
-    )
+    augment, eval_transform = build_transforms(cfg, data_seed)
+    # TODO(merge with data.repeated_aug): repeats=max(cfg.repeated_aug, 1)
+    train_loader = _train_loader(train, augment, cfg, split=train_name, batch_size=batch_size, min_batch=min_batch,
+                                 seed=seed, repeats=1, num_processes=num_processes)
+    eval_loader = _eval_loader(evaluation, eval_transform, cfg, split=eval_name, batch_size=eval_batch_size,
+                               seed=seed)
     return train_loader, eval_loader, _data_info(cfg, class_names)
 
 
@@ -196,12 +338,14 @@ class IndexedStream(torch.utils.data.IterableDataset):
     and DataLoader workers (position · lanes + lane, lane = rank · workers + worker) so that no two
     samples of one epoch share it; it depends on the process and worker counts. The stream is not
     rewindable: a resumed run restarts the epoch's stream from its beginning (no exact mid-epoch resume).
+    Augmentation is seeded per (epoch, index) like the map-style loader's (so it too depends on the
+    process and worker counts).
     """
 
     def __init__(
         self,
         stream: datasets.IterableDataset,
-        transform: Callable,
+        transform: SampleAugmenter,
         num_classes: int,
         *,
         where: str,
@@ -211,10 +355,13 @@ class IndexedStream(torch.utils.data.IterableDataset):
         super().__init__()
         self.stream, self.transform, self.num_classes = stream, transform, num_classes
         self.where, self.rank, self.world_size = where, rank, world_size
+        self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Reshuffle for ``epoch`` (the shuffle seed becomes seed + epoch, datasets' rule)."""
+        """Reshuffle for ``epoch`` (the shuffle seed becomes seed + epoch, datasets' rule); the epoch also
+        seeds the augmentation (workers are not persistent, so each epoch's workers get it)."""
         self.stream.set_epoch(epoch)
+        self.epoch = epoch
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
@@ -222,14 +369,8 @@ class IndexedStream(torch.utils.data.IterableDataset):
         lanes, lane = self.world_size * workers, self.rank * workers + worker
         for position, row in enumerate(self.stream):  # datasets hands each worker its own shards
             image, label = decode_streamed(row, self.num_classes, position=position, where=self.where)
-            sample = self.transform({"image": [image], "label": [label]})
-            yield {"image": sample["image"][0], "label": label, "index": position * lanes + lane}
-
-
-def collate_indexed(samples: list[dict]) -> tuple[Images, torch.Tensor, torch.Tensor]:
-    """Streamed samples → (images, labels int64 [B], indices int64 [B]); images as in :func:`collate`."""
-    images, labels = collate([{"image": s["image"], "label": s["label"]} for s in samples])
-    return images, labels, torch.tensor([s["index"] for s in samples], dtype=torch.int64)
+            index = position * lanes + lane
+            yield {"image": self.transform(image, SampleKey(self.epoch, index)), "label": label, "index": index}
 
 
 def build_streaming_train_loader(
@@ -248,7 +389,7 @@ def build_streaming_train_loader(
     )
     dataset = IndexedStream(
         stream,
-        build_transforms(cfg)[0],
+        build_transforms(cfg, seed)[0],
         classes.num_classes,
         where=f"split {cfg.train_split!r} of {cfg.source!r}",
         rank=state.process_index,
@@ -260,7 +401,7 @@ def build_streaming_train_loader(
         drop_last=True,
         num_workers=cfg.num_workers,
         pin_memory=cfg.pin_memory,
-        collate_fn=collate_indexed,
+        collate_fn=collate_train,
     )
 
 
@@ -272,13 +413,7 @@ def _streaming_loaders(
     evaluation = _capped(cfg, evaluation)
     classes = evaluation.features["label"]
     train_loader = build_streaming_train_loader(cfg, classes, batch_size=batch_size, seed=seed)
-    eval_loader = _loader(
-        evaluation,
-        build_transforms(cfg)[1],
-        cfg,
-        split=eval_name,
-        train=False,
-        batch_size=eval_batch_size,
-        seed=seed,
+    eval_loader = _eval_loader(
+        evaluation, build_transforms(cfg)[1], cfg, split=eval_name, batch_size=eval_batch_size, seed=seed
     )
     return train_loader, eval_loader, _data_info(cfg, classes.names)

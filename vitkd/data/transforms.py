@@ -1,4 +1,4 @@
-"""Image pipelines for the transform presets, and the batched function ``Dataset.with_transform`` runs.
+"""Image pipelines for the transform presets: the per-sample seeded training augmenter and the evaluation transform.
 
 Presets (``DataConfig.transform``), all ending in a float32 tensor [C, H, W] normalised with the
 config's mean/std, with images first converted to RGB (``in_chans=3``) or grayscale (``in_chans=1``):
@@ -13,60 +13,138 @@ config's mean/std, with images first converted to RGB (``in_chans=3``) or graysc
 Images of another size are first resized (shorter side, bilinear) and centre-cropped to the target size,
 e.g. Fashion-MNIST 28 px → 32 px or CIFAR 32 px → 224 px for a ViT student; the imagenet preset's crops
 do this on their own. Two-view mode (CRLD, methods.md §4) adds a strong view per training sample: the
-same augmentation, drawn independently, then RandAugment (2 ops, magnitude drawn per sample) and Cutout.
+same augmentation, drawn independently, then the CRLD authors' RandAugment + Cutout
+(:class:`CRLDStrongAugment`, parameters in ``data.strong_aug``).
+
+Deterministic augmentation: every random draw of a training view comes from a seed derived from
+(seed, epoch, sample index, view, repeat) (:func:`sample_seed`), not from the process's RNG stream, so
+sample *i*'s augmented image in epoch *e* is the same for any worker count, process count, batch size,
+order, or after a resume. torchvision's v2 transforms draw from torch's global generator and timm's from
+Python's ``random`` and numpy, so each view runs under :func:`seeded_rngs`, which seeds all three and
+restores their previous states afterwards (training in the same process keeps its own stream).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import random
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from timm.data import DEFAULT_CROP_PCT, create_transform
+from timm.data import auto_augment as aa
 from torchvision.transforms import v2
 
-from vitkd.data.config import DataConfig
+from vitkd.data.config import DataConfig, StrongAugConfig
 
 
-class Cutout(torch.nn.Module):
-    """Zero a random square of an image tensor [..., H, W] (DeVries & Taylor, 2017).
+class SampleKey(NamedTuple):
+    """What a training sample's augmentation depends on: 0-based epoch, dataset row, repeat number.
 
-    The side is uniform in 1..``max_fraction``·min(H, W) pixels and the centre uniform over the image, so
-    near an edge part of the square falls outside and is clipped. Written here because torchvision's
-    ``RandomErasing`` is a different distribution: it samples a rectangle by area and aspect ratio,
-    only where it fits entirely, and with a probability. Applied after normalisation, zero is the
-    dataset's mean colour.
+    ``repeat`` numbers the copies of a sample within one epoch under repeated augmentation (0 otherwise).
     """
 
-    def __init__(self, max_fraction: float = 0.5) -> None:
-        super().__init__()
-        if not 0.0 < max_fraction <= 1.0:
-            raise ValueError(f"Cutout max_fraction must be in (0, 1], got {max_fraction!r}")
-        self.max_fraction = max_fraction
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        height, width = image.shape[-2:]
-        max_side = max(1, int(self.max_fraction * min(height, width)))
-        side = int(torch.randint(1, max_side + 1, ()))
-        top = int(torch.randint(height, ())) - side // 2
-        left = int(torch.randint(width, ())) - side // 2
-        out = image.clone()
-        out[..., max(top, 0) : top + side, max(left, 0) : left + side] = 0  # slicing clips the far edges
-        return out
+    epoch: int
+    index: int
+    repeat: int = 0
 
 
-class RandAugmentRandomMagnitude(v2.RandAugment):
-    """torchvision's RandAugment with its magnitude bin drawn per call, uniform in 1..num_magnitude_bins-1.
+def sample_seed(seed: int, key: SampleKey, view: int) -> int:
+    """A 64-bit seed for one view of one sample, mixed from (seed, epoch, index, view, repeat).
 
-    FixMatch-style strong augmentation (used by CRLD) varies the magnitude per sample instead of fixing it;
-    torchvision's class takes one fixed magnitude, so it is re-drawn here before each call (bin 0, the
-    identity, is excluded).
+    numpy's ``SeedSequence`` does the mixing (a hash designed for seeding), so neighbouring keys give
+    unrelated streams. All inputs must be >= 0.
+    """
+    words = np.random.SeedSequence([seed, key.epoch, key.index, view, key.repeat]).generate_state(2)
+    return int(words[0]) | int(words[1]) << 32
+
+
+@contextmanager
+def seeded_rngs(seed: int) -> Iterator[None]:
+    """Seed torch's CPU generator, Python's ``random`` and numpy's global RNG with ``seed`` (64-bit);
+    restore all three states on exit.
+
+    Only the CPU generator is touched (``torch.manual_seed`` would also re-seed every CUDA generator,
+    which dropout on the GPU draws from when the loader runs in the main process).
+    """
+    torch_state, python_state, numpy_state = torch.get_rng_state(), random.getstate(), np.random.get_state()
+    torch.default_generator.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed([seed & 0xFFFF_FFFF, seed >> 32])  # numpy's legacy seeding takes 32-bit words
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_state)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+_NEAREST = {"resample": Image.NEAREST}
+
+# CRLD's strong-augmentation ops as (PIL image, value) -> PIL image, module-level so workers can pickle them
+_STRONG_OPS: dict[str, Callable[[Image.Image, float], Image.Image]] = {
+    "auto_contrast": lambda img, _: aa.auto_contrast(img),
+    "brightness": aa.brightness,
+    "color": aa.color,
+    "contrast": aa.contrast,
+    "equalize": lambda img, _: aa.equalize(img),
+    "identity": lambda img, _: img,
+    "posterize": lambda img, v: aa.posterize(img, int(v)),
+    "rotate": lambda img, v: aa.rotate(img, v, **_NEAREST),
+    "sharpness": aa.sharpness,
+    "shear_x": lambda img, v: aa.shear_x(img, v, **_NEAREST),
+    "shear_y": lambda img, v: aa.shear_y(img, v, **_NEAREST),
+    "solarize": aa.solarize,
+    "translate_x": lambda img, v: aa.translate_x_rel(img, v, **_NEAREST),
+    "translate_y": lambda img, v: aa.translate_y_rel(img, v, **_NEAREST),
+}
+
+
+class CRLDStrongAugment:
+    """PIL image → PIL image: the CRLD authors' strong augmentation (FixMatch-style RandAugment + Cutout).
+
+    See :class:`~vitkd.data.config.StrongAugConfig` for the distribution. Written here because neither
+    torchvision's nor timm's RandAugment draws it: both tie every op to one shared magnitude (torchvision
+    a fixed bin, timm a Gaussian around it), apply each op with a probability, and use other ranges
+    (e.g. enhancement factors 0.1–1.9). The operations themselves are timm's PIL functions, called with
+    nearest-neighbour resampling and black fill, as the authors' PIL calls default to. Draws come from
+    Python's ``random`` and numpy, like the authors' code (both seeded per sample by :func:`seeded_rngs`).
     """
 
-    def forward(self, *inputs: Any) -> Any:
-        self.magnitude = int(torch.randint(1, self.num_magnitude_bins, ()))
-        return super().forward(*inputs)
+    def __init__(self, cfg: StrongAugConfig) -> None:
+        self.cfg = cfg
+        factor, deg, shear, shift = cfg.enhance, cfg.rotate, cfg.shear, cfg.translate
+        # the range each op's value is drawn from, uniformly (ops without a value ignore it)
+        self.ranges: dict[str, tuple[float, float]] = {
+            "auto_contrast": (0, 1), "brightness": factor, "color": factor, "contrast": factor,
+            "equalize": (0, 1), "identity": (0, 1), "posterize": cfg.posterize, "rotate": (-deg, deg),
+            "sharpness": factor, "shear_x": (-shear, shear), "shear_y": (-shear, shear), "solarize": (0, 256),
+            "translate_x": (-shift, shift), "translate_y": (-shift, shift),
+        }
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.cfg})"
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        for name in random.choices(list(self.ranges), k=self.cfg.num_ops):
+            low, high = self.ranges[name]
+            image = _STRONG_OPS[name](image, low + (high - low) * random.random())
+        return self._cutout(image, random.random() * self.cfg.cutout * image.size[0])
+
+    def _cutout(self, image: Image.Image, side: float) -> Image.Image:
+        """Fill a square of ``side`` px. Its centre is drawn as the authors' ``np.random.uniform(w)`` draws
+        it: low=w, high=1 (the default), so uniform between 1 and w. The square is clipped at the top/left
+        edge by moving its corner, at the bottom/right by cutting it, as in their code."""
+        width, height = image.size
+        left = int(max(0.0, np.random.uniform(width) - side / 2))
+        top = int(max(0.0, np.random.uniform(height) - side / 2))
+        fill = self.cfg.cutout_fill if image.mode == "RGB" else round(sum(self.cfg.cutout_fill) / 3)
+        image = image.copy()
+        ImageDraw.Draw(image).rectangle((left, top, min(width, left + side), min(height, top + side)), fill)
+        return image
 
 
 class TrainStages(NamedTuple):
@@ -138,35 +216,49 @@ def train_views(cfg: DataConfig) -> tuple[Callable, ...]:
     weak = v2.Compose([*stages.augment, *stages.finish])
     if not cfg.two_view:
         return (weak,)
-    strong = v2.Compose([*stages.augment, RandAugmentRandomMagnitude(num_ops=2), *stages.finish, Cutout(0.5)])
+    strong = v2.Compose([*stages.augment, CRLDStrongAugment(cfg.strong_aug), *stages.finish])
     return weak, strong
 
 
-class ImageLabelTransform:
-    """Batched function for ``Dataset.with_transform`` over the ``image``/``label`` columns.
+class SampleAugmenter:
+    """(PIL image, :class:`SampleKey`) → one tensor [C, H, W] per view, each view drawn under its own seed.
 
-    Maps ``{"image": [PIL], "label": [int]}`` to ``{"image": [tensor [C, H, W]], "label": [int]}``; with
-    several views each image becomes a tuple of tensors, one per view. A class (not a closure) so that
-    DataLoader workers can pickle it under the ``spawn`` start method.
+    A class (not a closure) so that DataLoader workers can pickle it under the ``spawn`` start method.
     """
 
-    def __init__(self, views: Sequence[Callable], in_chans: int) -> None:
+    def __init__(self, views: Sequence[Callable], in_chans: int, seed: int) -> None:
+        if seed < 0:
+            raise ValueError(f"the augmentation seed (train.seed) must be >= 0, got {seed}")
         self.views = tuple(views)
+        self.mode = "RGB" if in_chans == 3 else "L"
+        self.seed = seed
+
+    def __call__(self, image: Image.Image, key: SampleKey) -> tuple[torch.Tensor, ...]:
+        image = image if image.mode == self.mode else image.convert(self.mode)
+        out = []
+        for view, pipeline in enumerate(self.views):
+            with seeded_rngs(sample_seed(self.seed, key, view)):
+                out.append(pipeline(image))
+        return tuple(out)
+
+
+class ImageLabelTransform:
+    """Batched function for ``Dataset.with_transform`` over the ``image``/``label`` columns (evaluation).
+
+    Maps ``{"image": [PIL], "label": [int]}`` to ``{"image": [tensor [C, H, W]], "label": [int]}`` with one
+    deterministic pipeline. A class (not a closure) so that DataLoader workers can pickle it.
+    """
+
+    def __init__(self, pipeline: Callable, in_chans: int) -> None:
+        self.pipeline = pipeline
         self.mode = "RGB" if in_chans == 3 else "L"
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        images = [self._convert(img) for img in batch["image"]]
-        if len(self.views) == 1:
-            out = [self.views[0](img) for img in images]
-        else:
-            out = [tuple(view(img) for view in self.views) for img in images]
-        return {"image": out, "label": batch["label"]}
-
-    def _convert(self, image: Image.Image) -> Image.Image:
-        return image if image.mode == self.mode else image.convert(self.mode)
+        images = [img if img.mode == self.mode else img.convert(self.mode) for img in batch["image"]]
+        return {"image": [self.pipeline(img) for img in images], "label": batch["label"]}
 
 
-def build_transforms(cfg: DataConfig) -> tuple[ImageLabelTransform, ImageLabelTransform]:
-    """(train, eval) batched transforms for ``Dataset.with_transform``."""
-    train = ImageLabelTransform(train_views(cfg), cfg.in_chans)
-    return train, ImageLabelTransform((eval_pipeline(cfg),), cfg.in_chans)
+def build_transforms(cfg: DataConfig, seed: int = 0) -> tuple[SampleAugmenter, ImageLabelTransform]:
+    """(train augmenter seeded with ``seed``, eval batched transform for ``Dataset.with_transform``)."""
+    train = SampleAugmenter(train_views(cfg), cfg.in_chans, seed)
+    return train, ImageLabelTransform(eval_pipeline(cfg), cfg.in_chans)

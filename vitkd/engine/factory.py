@@ -26,6 +26,7 @@ from vitkd.data import DataInfo, build_loaders
 from vitkd.engine.build import build_criterion, build_student, build_teacher
 from vitkd.engine.task import DistillationTask
 from vitkd.recipe import Recipe
+from vitkd.teacher_cache import TeacherLogitCache
 
 __all__ = [
     "Parts",
@@ -33,6 +34,8 @@ __all__ = [
     "build_parts",
     "build_scheduler",
     "build_task",
+    "min_train_batch",
+    "open_teacher_cache",
     "current_lr",
     "lr_per_epoch",
     "lr_per_update",
@@ -110,13 +113,30 @@ def build_scheduler(recipe: Recipe, optimizer: torch.optim.Optimizer, updates_pe
     return scheduler
 
 
-def build_task(recipe: Recipe, student: nn.Module, teacher: nn.Module | None) -> DistillationTask:
-    """The recipe's ``distill`` section as a :class:`DistillationTask` around ``student`` and ``teacher``."""
+def build_task(
+    recipe: Recipe, student: nn.Module, teacher: nn.Module | None, teacher_cache: TeacherLogitCache | None = None
+) -> DistillationTask:
+    """The recipe's ``distill`` section as a :class:`DistillationTask` around ``student`` and ``teacher``
+    (or the stored logits of ``teacher_cache``)."""
     d = recipe.distill
     return DistillationTask(
         student, teacher, build_criterion(d), ce_weight=d.ce_weight, kd_weight=d.kd_weight,
-        warmup_epochs=d.warmup_epochs, heads=d.heads,
+        warmup_epochs=d.warmup_epochs, heads=d.heads, teacher_cache=teacher_cache,
     )
+
+
+def min_train_batch(recipe: Recipe) -> int:
+    """The smallest training batch the recipe's loss can use: 2 with batch statistics, else 1."""
+    criterion = build_criterion(recipe.distill)
+    return 2 if getattr(criterion, "uses_batch_statistics", False) else 1
+
+
+def open_teacher_cache(recipe: Recipe) -> TeacherLogitCache | None:
+    """The recipe's ``teacher.cache`` opened (not yet checked against the recipe), or None."""
+    caches = [t.cache for t in recipe.teachers if t.cache is not None]
+    if not caches:
+        return None
+    return TeacherLogitCache.open(caches[0].dir, reuse_epochs=caches[0].reuse_epochs)
 
 
 def build_parts(
@@ -126,16 +146,27 @@ def build_parts(
 
     ``loaders``: (train, eval, info) to use instead of building them from ``recipe.data`` (benchmarks
     feed in-memory batches; ``eval`` may be None).
+
+    With ``teacher.cache`` no teacher is built: the task reads the cache (checked against the recipe and
+    the loss first), and the loader draws augmentations with the cache's seed. The teacher is built
+    under a forked RNG, so the random stream training continues with is the same with or without it.
     """
     cfg = recipe.train
+    cache = open_teacher_cache(recipe)
     if loaders is None:
         loaders = build_loaders(recipe.data, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
-                                seed=cfg.seed)
+                                seed=cfg.seed, min_batch=min_train_batch(recipe),
+                                data_seed=cache.data_seed if cache is not None else None)
     train_loader, eval_loader, info = loaders
     student = build_student(recipe.student, info)
-    teacher = build_teacher(recipe.teachers, info)
+    teacher = None
+    if cache is None:
+        with torch.random.fork_rng(devices=[]):
+            teacher = build_teacher(recipe.teachers, info)
     optimizer = build_optimizer(recipe, student)
-    task = build_task(recipe, student, teacher)
+    task = build_task(recipe, student, teacher, cache)
+    if cache is not None:
+        cache.check(recipe, info, num_rows=len(train_loader.dataset), criterion=task.criterion)
     return Parts(student, teacher, task, optimizer, train_loader, eval_loader, info)
 
 

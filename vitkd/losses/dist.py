@@ -36,6 +36,7 @@ class DISTLoss(DistillationLoss):
     """
 
     uses_batch_statistics = True
+    needs_dense_teacher_logits = True
 
     def __init__(self, beta: float = 1.0, gamma: float = 1.0, temperature: float = 1.0):
         super().__init__()

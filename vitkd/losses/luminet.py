@@ -103,6 +103,7 @@ class LumiNetLoss(DistillationLoss):
     """
 
     uses_batch_statistics = True
+    needs_dense_teacher_logits = True
 
     def __init__(
         self, temperature: float = 4.0, alpha: float = 1.0, eps: float = 1e-5, global_stats: bool = False

@@ -17,7 +17,10 @@ Class attributes the engine (``vitkd.engine``, ``vitkd.recipe``) reads, without 
     ``num_views`` teacher logit matrices, in the same view order (CRLD: weak, strong).
 ``uses_batch_statistics: ClassVar[bool]``
     The loss uses per-class statistics over the batch axis (LumiNet, DIST): each process needs a
-    batch of at least 2 samples, so train with ``drop_last=True``.
+    batch of at least 2 samples (the training loader drops a smaller last batch).
+``needs_dense_teacher_logits: ClassVar[bool]``
+    The loss needs every class's teacher logit exactly (LumiNet, DIST: statistics across the batch),
+    so it refuses a top-k teacher-logit cache (``vitkd.teacher_cache``).
 
 Calling convention: ``loss(*student_views, *teacher_views, [target]) -> scalar``, each view a (B, C)
 logit matrix in any floating dtype; the result is float32 (float64 for float64 inputs), and no
@@ -43,6 +46,7 @@ class DistillationLoss(nn.Module):
     requires_target: ClassVar[bool] = False
     num_views: ClassVar[int] = 1
     uses_batch_statistics: ClassVar[bool] = False
+    needs_dense_teacher_logits: ClassVar[bool] = False
 
     def extra_repr(self) -> str:
         """Show the constructor's hyperparameters, e.g. ``KDLoss(temperature=4.0)``."""
