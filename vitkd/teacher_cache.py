@@ -35,11 +35,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import BatchSampler, DataLoader, Dataset
 
 import vitkd
 from vitkd.data import DataInfo, build_loaders
-from vitkd.data.loaders import AugmentedRows, collate_train
+from vitkd.data.loaders import collate_train
 from vitkd.data.transforms import SampleKey, train_views
 from vitkd.recipe import Recipe, recipe_to_dict
 from vitkd.run_folder import file_sha256
@@ -199,7 +199,7 @@ def write_cache(
     state = PartialState(cpu=not torch.cuda.is_available())
     root, epochs = Path(out), epochs or recipe.train.epochs
     train_loader, _, info = build_loaders(recipe.data, batch_size=2, seed=recipe.train.seed)
-    rows: AugmentedRows = train_loader.dataset
+    rows = train_loader.dataset  # augmented rows, looked up by SampleKey
     if topk is not None and not 1 <= topk < info.num_classes:
         raise ValueError(f"--topk must be in 1..{info.num_classes - 1} (fewer than the classes), got {topk}")
     manifest = cache_manifest(recipe, info, num_rows=len(rows), epochs=epochs, dtype=dtype, topk=topk)
@@ -230,7 +230,7 @@ def write_cache(
 
 
 def _epoch_logits(
-    teacher: nn.Module, rows: AugmentedRows, epoch: int, mine: range, recipe: Recipe, batch_size: int | None,
+    teacher: nn.Module, rows: Dataset, epoch: int, mine: range, recipe: Recipe, batch_size: int | None,
     device: torch.device, dtype: str, topk: int | None,
 ) -> dict[str, Tensor]:
     """The shard tensors of rows ``mine`` in ``epoch`` (see the module docstring)."""
@@ -410,7 +410,7 @@ def verify_cache(recipe: Recipe, path: str | Path, samples: int, *, seed: int = 
 
     cache = TeacherLogitCache.open(path)
     train_loader, _, info = build_loaders(recipe.data, batch_size=2, seed=recipe.train.seed, data_seed=cache.data_seed)
-    rows: AugmentedRows = train_loader.dataset
+    rows = train_loader.dataset
     cache.check_matches(recipe, info, num_rows=len(rows))
     teacher = build_teacher(recipe.teachers, info).eval()
     generator = torch.Generator().manual_seed(seed)
