@@ -167,3 +167,18 @@ def test_two_cpu_processes_write_one_cache_that_reads_like_a_single_process_one(
     rows = torch.arange(two.manifest["num_rows"])
     for epoch in range(2):
         assert torch.equal(two.logits(epoch, rows, 0), one.logits(epoch, rows, 0))
+
+
+def test_task_reads_the_cache_by_indices_and_refuses_batches_without_them(dense_cache):
+    from vitkd.engine.task import DistillationTask
+    from vitkd.losses import build_loss
+
+    cache = TeacherLogitCache.open(dense_cache)
+    student = timm.create_model("cifar_resnet8", num_classes=10)
+    task = DistillationTask(student, None, build_loss("kd"), teacher_cache=cache)
+    images, targets, rows = torch.randn(3, 3, 32, 32), torch.tensor([0, 1, 2]), torch.tensor([5, 0, 7])
+    task.set_epoch(2)  # 1-based: reads cached epoch 1
+    out = task(images, targets, rows)
+    assert torch.allclose(out["kd"], build_loss("kd")(student(images), cache.logits(1, rows, 0)))
+    with pytest.raises(ValueError, match="needs the batch's dataset indices"):
+        task(images, targets)
