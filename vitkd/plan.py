@@ -21,7 +21,7 @@ from torch import nn
 
 from vitkd.data import build_loaders
 from vitkd.data.transforms import eval_pipeline, train_views
-from vitkd.engine.factory import build_optimizer, lr_per_update, updates_in_epoch
+from vitkd.engine.factory import build_optimizer, lr_per_update, min_train_batch, updates_in_epoch
 from vitkd.engine.task import DistillationTask
 from vitkd.preflight import inspect_recipe, source_opens_offline
 from vitkd.recipe import Recipe
@@ -92,7 +92,7 @@ def _data_section(recipe: Recipe, problems: list[str]) -> dict[str, Any]:
         with _hub_offline():
             train_loader, eval_loader, info = build_loaders(
                 cfg, batch_size=recipe.train.batch_size, eval_batch_size=recipe.train.eval_batch_size,
-                seed=recipe.train.seed,
+                seed=recipe.train.seed, min_batch=min_train_batch(recipe),
             )
     except (OSError, ValueError) as err:
         problems.append(f"data: {err}")
