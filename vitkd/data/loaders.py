@@ -5,12 +5,13 @@ Reproducibility: the training loader's sampler (:class:`EpochSampler`) yields :c
 (:class:`AugmentedRows`) augments each row under seeds derived from its key (see
 :mod:`vitkd.data.transforms`). The sampler runs in the main process and the keys travel to the workers
 with the indices, so the epoch reaches persistent workers too, and the augmented image of sample *i* in
-epoch *e* depends on nothing else: not on worker count, process count, batch size, position, or a resume.
+epoch *e* depends on nothing else: not on worker count, process count, batch size, position, or a resume
+(for a streamed split the index itself depends on the process and worker counts: :class:`IndexedStream`).
 The global RNG is never consumed (each loader also owns a generator for DataLoader's worker seeds).
 
 The loaders are not prepared: the training engine hands them to ``accelerator.prepare``, which shards
-the batches per process (``BatchSamplerShard``, which calls :meth:`EpochSampler.set_epoch` through
-``DataLoaderShard.set_epoch``; our sampler is not a ``RandomSampler``, so Accelerate leaves it in place).
+the batches per process (``BatchSamplerShard``). Our sampler is not a ``RandomSampler``, so Accelerate
+leaves it in place, and ``DataLoaderShard.set_epoch`` reaches :meth:`EpochSampler.set_epoch`.
 """
 
 from __future__ import annotations
