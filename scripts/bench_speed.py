@@ -9,7 +9,11 @@ Writes OUT/speed.json and OUT/speed.md with three tables:
    and backward, SGD/AdamW step) of the paper recipes resnet56→resnet20, resnet32x4→resnet8x4 and
    DeiT-S→DeiT-nano at 32 px, three ways: vitkd's engine loop, a hand-written PyTorch step, timm's
    LogitDistillationTask (KD only) — see vitkd.benchmark.steps for exactly what is timed;
-3. the training loader's images/s (Fashion-MNIST at 32 px, ``cifar`` transform) against the step's.
+3. the training loader's images/s (Fashion-MNIST at 32 px, ``cifar`` transform) against the step's;
+4. a teacher-logit cache: epoch time live, cached and with no teacher, the write cost and break-even
+   (resnet32x4→resnet8x4 and DeiT-S→deit_nano at 32 px; see vitkd.benchmark.cache_speed).
+
+``--sections cache`` (or any subset of losses/steps/loader/cache) runs only those tables.
 
 The default sizes take a few minutes on 2 CPU cores; raise --steps/--reps for tighter numbers.
 """
@@ -25,7 +29,8 @@ import torch
 from accelerate import Accelerator
 
 from vitkd.benchmark import speed, steps, timing
-from vitkd.benchmark.report import machine_info, write_outputs
+from vitkd.benchmark.cache_speed import cache_speed
+from vitkd.benchmark.report import machine_info, markdown_table, write_outputs
 from vitkd.data import DataConfig
 
 TABLES = Path(__file__).resolve().parents[1] / "recipes" / "cifar100"
@@ -37,9 +42,17 @@ PAIRS = {  # pair -> {loss: recipe}; the recipes' teachers and students, losses,
 NUM_CLASSES = 100  # CIFAR-100, the recipes' dataset
 
 
+SECTIONS = ("losses", "steps", "loader", "cache")
+CACHE_PAIRS = {  # pair -> KD recipe: the cache section's live / cached / no-teacher runs
+    "resnet32x4→resnet8x4": TABLES / "table1/resnet32x4-resnet8x4_kd.yaml",
+    "deit_s→deit_nano": TABLES / "table6/deit_s-deit_nano_kd.yaml",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for speed.json and speed.md")
+    parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the training steps")
     parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
@@ -49,48 +62,75 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed passes first")
     parser.add_argument("--loss-reps", type=int, default=30, help="timed repetitions per loss and shape")
     parser.add_argument("--loader-batches", type=int, default=100, help="timed loader batches")
+    parser.add_argument("--cache-per-class", type=int, default=10, help="cache section: images per class (100 classes)")
+    parser.add_argument("--cache-reps", type=int, default=2, help="cache section: interleaved repetitions")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
-
-    losses = {f"{b}×{c}": timing.loss_timings(b, c, reps=args.loss_reps, warmup=5, device=device)
-              for b, c in timing.LOSS_SHAPES}
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if args.bf16 else "no")
-    results = []
-    with tempfile.TemporaryDirectory() as run_dir:
-        for pair in args.pairs:
-            results += speed.compare_steps(pair, PAIRS[pair], accelerator, Path(run_dir), num_classes=NUM_CLASSES,
-                                           batch_size=args.batch_size, steps=args.steps, reps=args.reps,
-                                           warmup=args.warmup)
-    loader_cfg = DataConfig("fashion_mnist", transform="cifar", image_size=32, num_workers=2)
-    loader_rate = steps.loader_throughput(loader_cfg, batch_size=args.batch_size, batches=args.loader_batches,
-                                          warmup=10)
-
     machine = machine_info()
     precision = "bf16 autocast" if args.bf16 else "fp32"
-    markdown = "\n".join([
-        f"## Speed ({device.type}, {precision})\n",
-        f"Machine: {machine['nproc']} × {machine['cpu_model']}, torch {machine['torch']} "
-        f"({machine['torch_threads']} threads); load average at the end {machine['load_average']} (1/5/15 min).\n",
-        f"### Losses: forward + backward, median of {args.loss_reps} interleaved repetitions\n",
-        timing.loss_table(losses),
-        f"### Training step: images/s, median [interquartile range] of {args.reps} interleaved passes of "
-        f"{args.steps} steps (after {args.warmup} warm-up pass)\n",
-        "engine = vitkd's `Trainer.train_epoch` (DistillationTask under accelerator.accumulate/autocast/backward, "
-        "loss bookkeeping, log lines) over an Accelerate-prepared loader; plain = hand-written PyTorch step; "
-        "timm = `timm.task.LogitDistillationTask` (KD only). Same recipe, batches, initial weights and "
-        "optimiser for all; random-weight teachers.\n",
-        speed.step_table(results),
-        f"### Data loader vs training step (batch {args.batch_size})\n",
-        speed.loader_table(loader_rate, results, label="Fashion-MNIST 32 px, cifar transform, 2 workers"),
-    ])
-    data = {
-        "machine": machine, "device": str(device), "precision": precision, "settings": vars(args) | {"out": str(args.out)},
-        "losses_ms": losses, "steps": [dataclasses.asdict(r) for r in results],
-        "loader_images_per_s": loader_rate,
-    }
+    data = {"machine": machine, "device": str(device), "precision": precision,
+            "settings": vars(args) | {"out": str(args.out)}}
+    parts = [f"## Speed ({device.type}, {precision})\n",
+             f"Machine: {machine['nproc']} × {machine['cpu_model']}, torch {machine['torch']} "
+             f"({machine['torch_threads']} threads); load average at the start {machine['load_average']} (1/5/15 min).\n"]
+    if "losses" in args.sections:
+        data["losses_ms"] = {f"{b}×{c}": timing.loss_timings(b, c, reps=args.loss_reps, warmup=5, device=device)
+                             for b, c in timing.LOSS_SHAPES}
+        parts += [f"### Losses: forward + backward, median of {args.loss_reps} interleaved repetitions\n",
+                  timing.loss_table(data["losses_ms"])]
+    results = []
+    if "steps" in args.sections or "loader" in args.sections:
+        accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision="bf16" if args.bf16 else "no")
+        with tempfile.TemporaryDirectory() as run_dir:
+            for pair in args.pairs:
+                results += speed.compare_steps(pair, PAIRS[pair], accelerator, Path(run_dir),
+                                               num_classes=NUM_CLASSES, batch_size=args.batch_size,
+                                               steps=args.steps, reps=args.reps, warmup=args.warmup)
+        data["steps"] = [dataclasses.asdict(r) for r in results]
+        parts += [
+            f"### Training step: images/s, median [interquartile range] of {args.reps} interleaved passes of "
+            f"{args.steps} steps (after {args.warmup} warm-up pass)\n",
+            "engine = vitkd's `Trainer.train_epoch` (DistillationTask under accelerator.accumulate/autocast/"
+            "backward, loss bookkeeping, log lines) over an Accelerate-prepared loader; plain = hand-written "
+            "PyTorch step; timm = `timm.task.LogitDistillationTask` (KD only). Same recipe, batches, initial "
+            "weights and optimiser for all; random-weight teachers.\n",
+            speed.step_table(results),
+        ]
+    if "loader" in args.sections:
+        loader_cfg = DataConfig("fashion_mnist", transform="cifar", image_size=32, num_workers=2)
+        data["loader_images_per_s"] = steps.loader_throughput(loader_cfg, batch_size=args.batch_size,
+                                                              batches=args.loader_batches, warmup=10)
+        parts += [f"### Data loader vs training step (batch {args.batch_size})\n",
+                  speed.loader_table(data["loader_images_per_s"], results,
+                                     label="Fashion-MNIST 32 px, cifar transform, 2 workers")]
+    if "cache" in args.sections:
+        with tempfile.TemporaryDirectory() as root:
+            data["cache"] = {pair: cache_speed(recipe, Path(root) / str(i), per_class=args.cache_per_class,
+                                               reps=args.cache_reps)
+                             for i, (pair, recipe) in enumerate(CACHE_PAIRS.items())}
+        parts += [f"### Teacher-logit cache: one epoch of {100 * args.cache_per_class} synthetic images, "
+                  f"100 classes, KD, median of {args.cache_reps} interleaved repetitions\n",
+                  "Training time of the engine's epoch (`train_time_s`, evaluation excluded): live teacher, "
+                  "float32 cache (`teacher.cache`), and the student alone (`method: none`, the floor); write = "
+                  "`cache_teacher` for that epoch; break-even = cached runs after which the write has paid off.\n",
+                  cache_table(data["cache"])]
+    machine_end = machine_info()["load_average"]
+    parts.append(f"Load average at the end: {machine_end} (1/5/15 min).\n")
+    data["load_average_end"] = machine_end
+    markdown = "\n".join(parts)
     write_outputs(args.out, "speed", data, markdown)
     print(markdown)
+
+
+def cache_table(results: dict[str, dict]) -> str:
+    """Markdown table of :func:`vitkd.benchmark.cache_speed.cache_speed` results, one row per pair."""
+    header = ["pair", "live (s)", "cached (s)", "no teacher (s)", "cached / no teacher", "cached / live",
+              "write (s)", "break-even (runs)", "bytes / sample / epoch"]
+    rows = [[pair, f"{r['live_s']:.1f}", f"{r['cached_s']:.1f}", f"{r['no_teacher_s']:.1f}",
+             f"{r['cached_over_no_teacher']:.2f}", f"{r['cached_over_live']:.2f}", f"{r['write_s']:.1f}",
+             f"{r['break_even_runs']:.1f}", f"{r['bytes_per_sample_epoch']:.0f}"] for pair, r in results.items()]
+    return markdown_table(header, rows)
 
 
 if __name__ == "__main__":
