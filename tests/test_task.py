@@ -1,5 +1,7 @@
 """The training task: loss composition, warm-up ramp, frozen teacher, two views, distilled heads."""
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -77,15 +79,79 @@ class TwoHeads(nn.Module):
         return self.cls(x), self.dist(x)
 
 
-@pytest.mark.parametrize("heads", ["cls", "split"])
-def test_distilled_student_heads(batch, heads):
+def test_split_heads_train_both_heads_and_report_their_mean(batch):
     images, targets = batch
     student, teacher = TwoHeads(), linear(1)
     kd = build_loss("kd")
-    out = DistillationTask(student, teacher, kd, heads=heads)(images, targets)
-    kd_head = student.dist if heads == "split" else student.cls
+    out = DistillationTask(student, teacher, kd, heads="split")(images, targets)
     assert torch.allclose(out["ce"], F.cross_entropy(student.cls(images), targets))
-    assert torch.allclose(out["kd"], kd(kd_head(images), teacher(images)))
+    assert torch.allclose(out["kd"], kd(student.dist(images), teacher(images)))
+    assert torch.allclose(out["output"], (student.cls(images) + student.dist(images)) / 2)  # = evaluation
+    out["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_two_head_student_without_teacher_trains_both_heads_on_labels(batch):
+    images, targets = batch
+    student = TwoHeads()
+    out = DistillationTask(student)(images, targets)
+    want = (F.cross_entropy(student.cls(images), targets) + F.cross_entropy(student.dist(images), targets)) / 2
+    assert torch.allclose(out["loss"], want)
+    out["loss"].backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+def test_heads_combinations_that_would_not_train_what_is_evaluated_are_refused(batch):
+    images, targets = batch
+    with pytest.raises(ValueError, match="heads='split'"):  # distillation head untrained
+        DistillationTask(TwoHeads(), linear(1), build_loss("kd"))(images, targets)
+    with pytest.raises(ValueError, match="two-head"):  # split on a one-head student
+        DistillationTask(linear(0), linear(1), build_loss("kd"), heads="split")(images, targets)
+    with pytest.raises(ValueError, match="no criterion"):
+        DistillationTask(TwoHeads(), heads="split")
+
+
+def test_crld_with_a_two_head_student_splits_heads_per_view(batch):
+    images, targets = batch
+    strong = images.flip(0)
+    student, teacher, crld = TwoHeads(), linear(1), build_loss("crld")
+    out = DistillationTask(student, teacher, crld, heads="split")((images, strong), targets)
+    want_ce = F.cross_entropy(student.cls(images), targets) + F.cross_entropy(student.cls(strong), targets)
+    want_kd = crld(student.dist(images), student.dist(strong), teacher(images), teacher(strong))
+    assert torch.allclose(out["ce"], want_ce) and torch.allclose(out["kd"], want_kd)
+
+
+class BNNet(nn.Module):
+    """Linear -> BatchNorm1d -> Linear: outputs and running statistics depend on which samples share a batch."""
+
+    def __init__(self, seed):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.net = nn.Sequential(nn.Linear(6, 4), nn.BatchNorm1d(4), nn.Linear(4, 5))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def test_two_view_task_normalises_each_view_with_its_own_batch_statistics(batch):
+    """The CRLD authors run weak and strong views through each network separately (B each, not 2B)."""
+    images, targets = batch
+    strong = 3.0 * images.flip(0) + 1.0  # a view with other statistics
+    student, teacher, crld = BNNet(0), BNNet(1), build_loss("crld")
+    twin_student, twin_teacher = copy.deepcopy(student), copy.deepcopy(teacher)
+    out = DistillationTask(student, teacher, crld)((images, strong), targets)
+
+    s_weak, s_strong = twin_student(images), twin_student(strong)  # two forwards, in the task's order
+    with torch.no_grad():
+        t_weak, t_strong = twin_teacher(images), twin_teacher(strong)
+    assert torch.allclose(out["kd"], crld(s_weak, s_strong, t_weak, t_strong))
+    for mine, twin in ((student, twin_student), (teacher, twin_teacher)):
+        assert torch.equal(mine.net[1].running_mean, twin.net[1].running_mean)
+        assert torch.equal(mine.net[1].running_var, twin.net[1].running_var)
+    # ...which is not what one concatenated batch of 2B gives
+    pooled = copy.deepcopy(twin_student).train()
+    s_weak_pooled = pooled(torch.cat([images, strong]))[:8]
+    assert not torch.allclose(s_weak_pooled, s_weak, atol=1e-4)
 
 
 def test_ensemble_averages_teacher_logits(batch):

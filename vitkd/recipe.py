@@ -1,7 +1,7 @@
 """Recipes: one YAML file describes a whole distillation run, validated before anything is built.
 
 A recipe has the sections ``data``, ``teacher``, ``student``, ``distill``, ``optim``, ``schedule``,
-``train``, ``paper`` and ``hub`` (see the dataclasses below for every key and its default). A recipe
+``mixup``, ``train``, ``paper`` and ``hub`` (see the dataclasses below for every key and its default). A recipe
 may ``extends:`` another (a path relative to itself); the child states only what differs, mappings
 merge key by key, everything else is replaced. ``--set a.b=value`` overrides are parsed as YAML
 scalars and type-checked against the schema like the file itself.
@@ -27,11 +27,14 @@ import yaml
 
 from vitkd.data.config import DataConfig
 from vitkd.losses import available_losses, build_loss
+from vitkd.models.traits import model_traits
 
 __all__ = [
     "DistillConfig",
     "HubConfig",
+    "MixupConfig",
     "ModelConfig",
+    "ModelEmaConfig",
     "OptimConfig",
     "PaperConfig",
     "Recipe",
@@ -46,8 +49,9 @@ __all__ = [
 ]
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
-REPORT = ("best", "last")
+REPORT = ("best", "last", "ema")
 HEADS = ("cls", "split")
+MIXUP_MODES = ("batch", "pair", "elem")  # timm.data.Mixup: one lambda per batch, per pair, per sample
 
 
 class RecipeError(ValueError):
@@ -99,9 +103,11 @@ class DistillConfig:
     ``method``: a name from ``vitkd.losses.available_losses()`` or ``none`` (plain supervised training,
     e.g. for teachers). ``kwargs`` go to the loss. Total loss =
     ``ce_weight · CE + min(epoch / warmup_epochs, 1) · kd_weight · L_method`` with 1-based epochs
-    (warmup 0 or 1: no ramp). ``heads`` for DeiT-distilled students (two heads): ``cls`` puts CE and
-    distillation on the class-token head; ``split`` puts CE on the class head and distillation on the
-    distillation head (DeiT's convention).
+    (warmup 0 or 1: no ramp). ``heads``: ``cls`` for one-head students; ``split`` for two-head
+    (DeiT-distilled) students with a teacher: CE on the class head, distillation on the distillation
+    head (DeiT's convention). A two-head student with ``method: none`` keeps ``cls`` and learns the
+    labels with both heads; with a teacher it must use ``split`` (evaluation averages both heads, so
+    both must be trained).
     """
 
     method: str = "luminet"
@@ -117,7 +123,9 @@ class OptimConfig:
     """Arguments of ``timm.optim.create_optimizer_v2``.
 
     ``filter_bias_and_bn: false`` applies weight decay to every parameter, as the CIFAR papers' code
-    does (timm's default exempts biases and norm weights).
+    does (timm's default exempts biases and norm weights). ``layer_decay``: timm's layer-wise lr decay
+    (lr × layer_decay^(depth below the top), e.g. 0.65 for ViT fine-tuning); needs a model with layer
+    groups (timm's ``group_matcher``: timm's ViTs/ConvNets, not the CIFAR zoo).
     """
 
     opt: str = "momentum"  # plain momentum SGD as the papers' code; timm's "sgd" is Nesterov SGD
@@ -125,6 +133,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     filter_bias_and_bn: bool = False
+    layer_decay: float | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
@@ -144,14 +153,55 @@ class ScheduleConfig:
 
 
 @dataclass
+class MixupConfig:
+    """timm's Mixup/CutMix (``timm.data.Mixup``) on every training batch; off while both alphas are 0.
+
+    The mixed images go to student and teacher alike; cross-entropy uses the mixed soft targets
+    (timm's ``SoftTargetCrossEntropy``) and distillation the logits of the mixed images, as DeiT
+    trains. ``prob``: chance a batch is mixed at all; ``switch_prob``: chance of CutMix instead of
+    Mixup when both are on; ``mode``: one lambda per ``batch``, per ``pair`` or per ``elem`` (sample);
+    ``label_smoothing``: smoothing of the mixed targets (use it instead of ``train.label_smoothing``).
+    """
+
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    prob: float = 1.0
+    switch_prob: float = 0.5
+    mode: str = "batch"
+    label_smoothing: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+
+@dataclass
+class ModelEmaConfig:
+    """An exponential moving average of the student's weights (timm's ``ModelEmaV3``), updated after
+    every optimiser step, evaluated at every evaluation and exported as ``student_ema/``.
+
+    ``decay``: weight of the old average per update (DeiT: 0.99996). ``warmup``: timm's decay warm-up
+    (``use_warmup``), so early averages follow the fast-moving weights.
+    """
+
+    decay: float = 0.9998
+    warmup: bool = False
+
+
+@dataclass
 class TrainConfig:
     """The loop. ``batch_size`` is per device: the global batch is ``batch_size · processes · grad_accum_steps``.
 
     ``gpus`` records the process count the recipe was written for (a different count warns, since
     batch statistics and the global batch change). ``max_steps`` stops early after that many
-    optimiser steps (smoke runs, benchmarks). ``report`` says which epoch's metrics are *the* result.
+    optimiser steps (smoke runs, benchmarks). ``report`` says which metrics are *the* result: the
+    best or last evaluation, or the EMA student's last (``ema``, needs ``model_ema``).
     ``output_dir`` may use ``{name}`` and ``{seed}``. ``mixed_precision`` (``no``/``fp16``/``bf16``) applies
     only when no launcher set one: ``accelerate launch`` and ``accelerate config`` take precedence.
+    ``label_smoothing``: of the cross-entropy on hard labels (under Mixup use ``mixup.label_smoothing``).
+    ``channels_last``: student weights and images in NHWC memory format; ``compile``: ``torch.compile``
+    the student (Accelerate's ``dynamo_backend`` inductor); ``grad_checkpointing``: recompute
+    activations in backward (timm's ``set_grad_checkpointing``) to trade compute for memory.
     """
 
     epochs: int = 240
@@ -172,6 +222,11 @@ class TrainConfig:
     gpus: int = 1
     log_with: list[str] = field(default_factory=list)
     cpu: bool = False
+    label_smoothing: float = 0.0
+    model_ema: ModelEmaConfig | None = None
+    channels_last: bool = False
+    compile: bool = False
+    grad_checkpointing: bool = False
 
 
 @dataclass
@@ -208,6 +263,7 @@ class Recipe:
     distill: DistillConfig = field(default_factory=DistillConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    mixup: MixupConfig = field(default_factory=MixupConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     paper: PaperConfig = field(default_factory=PaperConfig)
     hub: HubConfig = field(default_factory=HubConfig)
@@ -440,9 +496,8 @@ def _validate(recipe: Recipe) -> None:
             raise RecipeError(f"teacher {teacher.name!r} has 'ignore' {teacher.ignore}: a teacher's checkpoint must "
                               "match it completely (its head makes the soft labels); remove 'ignore'")
     _validate_method(recipe)
-    if recipe.distill.heads == "split" and "distilled" not in recipe.student.name:
-        raise RecipeError(f"distill.heads is 'split' but student {recipe.student.name!r} has no distillation head: "
-                          "use a DeiT '*_distilled_*' student, or distill.heads: cls")
+    _validate_student(recipe)
+    _validate_regularisation(recipe)
     if recipe.data.streaming:  # remove once the engine runs without len(train_loader) / accelerator.prepare
         raise RecipeError("data.streaming: the training engine does not take a streamed training split yet (it "
                           "needs the epoch length); set data.streaming: false, or use "
@@ -536,3 +591,79 @@ def _validate_method(recipe: Recipe) -> None:
             f"train.batch_size is {recipe.train.batch_size}, but '{method}' uses per-class statistics over "
             "the batch and needs at least 2 samples per device (the paper uses 64)"
         )
+
+
+def _validate_student(recipe: Recipe) -> None:
+    """Heads and training options against what the student can do (a weightless build, see model_traits)."""
+    student, distill = recipe.student, recipe.distill
+    try:
+        traits = model_traits(student.name, **student.kwargs)
+    except (TypeError, ValueError) as err:
+        raise RecipeError(f"student.kwargs {student.kwargs} do not build {student.name!r}: {err}") from err
+    if traits is None:  # a hub/local reference: the task checks the heads at the first step
+        return
+    if distill.heads == "split" and not traits.two_heads:
+        raise RecipeError(f"distill.heads is 'split' but student {student.name!r} has no distillation head: "
+                          "use a two-head student (e.g. a DeiT '*_distilled_*' model), or distill.heads: cls")
+    if distill.heads == "split" and distill.method == "none":
+        raise RecipeError("distill.heads is 'split' but distill.method is 'none': there is nothing to put on the "
+                          "distillation head; use distill.heads: cls (both heads then learn the labels)")
+    if traits.two_heads and distill.heads == "cls" and distill.method != "none":
+        raise RecipeError(
+            f"student {student.name!r} has two heads and evaluation averages them, but distill.heads 'cls' trains "
+            "only the class head: set distill.heads: split (CE on the class head, distillation on the "
+            "distillation head, as DeiT), or use a one-head student"
+        )
+    if recipe.train.grad_checkpointing and not traits.grad_checkpointing:
+        raise RecipeError(f"train.grad_checkpointing is true but {student.name!r} has no set_grad_checkpointing: "
+                          "set it to false")
+    if recipe.optim.layer_decay is not None and not traits.layer_groups:
+        raise RecipeError(f"optim.layer_decay needs a model with layer groups (timm's group_matcher), which "
+                          f"{student.name!r} lacks: remove optim.layer_decay")
+
+
+def _validate_regularisation(recipe: Recipe) -> None:
+    """Label smoothing, Mixup/CutMix, EMA and layer decay: ranges, and the losses Mixup cannot serve."""
+    mixup, train = recipe.mixup, recipe.train
+    _check_range("train.label_smoothing", train.label_smoothing, 0.0, 1.0, high_open=True)
+    _check_range("mixup.label_smoothing", mixup.label_smoothing, 0.0, 1.0, high_open=True)
+    for key in ("prob", "switch_prob"):
+        _check_range(f"mixup.{key}", getattr(mixup, key), 0.0, 1.0)
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        if getattr(mixup, key) < 0:
+            raise RecipeError(f"mixup.{key} must be >= 0 (0 = off), got {getattr(mixup, key)}")
+    _check_choice("mixup.mode", mixup.mode, MIXUP_MODES)
+    if recipe.optim.layer_decay is not None:
+        _check_range("optim.layer_decay", recipe.optim.layer_decay, 0.0, 1.0, low_open=True)
+    if train.model_ema is not None:
+        _check_range("train.model_ema.decay", train.model_ema.decay, 0.0, 1.0, low_open=True, high_open=True)
+    elif train.report == "ema":
+        raise RecipeError("train.report is 'ema' but there is no EMA student: add train.model_ema: {decay: 0.9998}")
+    if mixup.enabled:
+        _validate_mixup(recipe)
+
+
+def _validate_mixup(recipe: Recipe) -> None:
+    if recipe.train.label_smoothing > 0:
+        raise RecipeError("train.label_smoothing is set while Mixup/CutMix is on: timm's Mixup smooths the mixed "
+                          "targets itself; move the value to mixup.label_smoothing")
+    if recipe.train.batch_size % 2:
+        raise RecipeError(f"Mixup/CutMix mixes each batch with its reverse and needs an even train.batch_size, "
+                          f"got {recipe.train.batch_size}")
+    if recipe.data.two_view:
+        raise RecipeError("Mixup/CutMix with two views (data.two_view, CRLD) is not defined: CRLD's masks and "
+                          "views need the unmixed images; set mixup.mixup_alpha and mixup.cutmix_alpha to 0")
+    method = recipe.distill.method
+    if method != "none" and type(build_loss(method, **recipe.distill.kwargs)).requires_target:
+        raise RecipeError(f"distill.method '{method}' needs hard labels (its target class), but Mixup/CutMix makes "
+                          "soft targets: set mixup.mixup_alpha and mixup.cutmix_alpha to 0, or use a loss without "
+                          "labels (kd, luminet, deit_hard, deit_soft, ...)")
+
+
+def _check_range(key: str, value: float, low: float, high: float, *, low_open: bool = False,
+                 high_open: bool = False) -> None:
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (above and below):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise RecipeError(f"{key} must lie in {interval}, got {value}")

@@ -13,10 +13,11 @@ before the loss (Accelerate upcasts the prepared student's outputs, not an unpre
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
+from timm.loss import SoftTargetCrossEntropy
 from torch import Tensor, nn
 
 __all__ = ["DistillationTask", "TeacherEnsemble", "TeacherLogitSource"]
@@ -54,12 +55,19 @@ class DistillationTask:
         ce_weight: weight of cross-entropy on the labels (per view for two-view methods).
         kd_weight: weight of the distillation loss.
         warmup_epochs: the distillation term is scaled by ``min(epoch / warmup_epochs, 1)`` with
-            1-based epochs (methods.md §1); 0 or 1 means no ramp. Call :meth:`set_epoch`.
-        heads: ``"cls"`` or ``"split"``: for DeiT-distilled students (which return a (cls, dist)
-            pair in training mode), ``split`` puts CE on the class head and distillation on the
-            distillation head; ``cls`` puts both on the class head.
+            1-based epochs (docs/methods.md §1); 0 or 1 means no ramp. Call :meth:`set_epoch`.
+        heads: where the losses go on a two-head (DeiT-distilled) student, which returns a
+            ``(cls, dist)`` pair in training mode and the mean of the two heads in evaluation:
+            ``split`` puts CE on the class head and distillation on the distillation head (DeiT);
+            ``cls`` is for one-head students. A two-head student without a teacher learns the labels
+            with both heads (mean of the two CE terms), so that the evaluated average is trained.
+            A two-head student with a teacher and ``heads="cls"`` is refused: its distillation head
+            would get no gradient yet count in every evaluation.
         teacher_cache: stored logits looked up by (epoch - 1, batch indices, view) instead of running
             ``teacher`` (which must then be ``None``).
+        label_smoothing: smoothing of the cross-entropy on hard labels (PyTorch's
+            ``F.cross_entropy(label_smoothing=…)``). Soft (B, C) targets from Mixup/CutMix carry their
+            own smoothing (timm's ``Mixup``) and use timm's ``SoftTargetCrossEntropy``.
     """
 
     def __init__(
@@ -73,11 +81,17 @@ class DistillationTask:
         warmup_epochs: int = 0,
         heads: str = "cls",
         teacher_cache: TeacherLogitSource | None = None,
+        label_smoothing: float = 0.0,
     ):
         if teacher is not None and teacher_cache is not None:
             raise ValueError("give a teacher or a teacher_cache, not both")
         if (teacher is None and teacher_cache is None) != (criterion is None):
             raise ValueError("give both a teacher and a criterion, or neither (plain supervised training)")
+        if heads not in ("cls", "split"):
+            raise ValueError(f"heads must be 'cls' or 'split', got {heads!r}")
+        if heads == "split" and criterion is None:
+            raise ValueError("heads='split' puts distillation on the distillation head, but there is no criterion: "
+                             "without a teacher use heads='cls' (both heads then learn the labels)")
         self.student = student
         self.teacher = teacher
         self.teacher_cache = teacher_cache
@@ -86,6 +100,7 @@ class DistillationTask:
         self.kd_weight = kd_weight
         self.warmup_epochs = warmup_epochs
         self.heads = heads
+        self.label_smoothing = label_smoothing
         self.num_views = getattr(criterion, "num_views", 1)
         self.epoch = 1
 
@@ -102,35 +117,58 @@ class DistillationTask:
     def __call__(
         self, images: Tensor | tuple[Tensor, Tensor], targets: Tensor, indices: Tensor | None = None
     ) -> dict[str, Tensor]:
-        if self.num_views == 2:
-            return self._two_view(images, targets, indices)
+        """images (B, C, H, W), or a (weak, strong) pair for two-view losses (CRLD); targets: class
+        indices (B,) int64, or soft targets (B, classes) float from Mixup/CutMix; indices: the batch's
+        dataset rows (B,), needed with a teacher cache.
+
+        Each view goes through each network in its own forward of B images, so BatchNorm normalises
+        every view with its own batch statistics (as the CRLD authors train).
+        """
+        views = images if self.num_views == 2 else (images,)
+        if self.criterion is not None and getattr(self.criterion, "requires_target", False) and targets.ndim != 1:
+            raise ValueError(f"{type(self.criterion).__name__} needs class indices (B,), got soft targets of shape "
+                             f"{tuple(targets.shape)} (Mixup/CutMix): switch mixup off or use a loss without labels")
         # teacher first: its activations are freed before the student's graph is built, which measured
         # ~16 % faster on CPU (fewer page faults) and lowers peak memory
-        teacher_logits = self._teacher(images, 0, indices) if self.criterion is not None else None
-        cls_logits, kd_logits = self._student_heads(images)
-        out = {"output": cls_logits.detach().float()}
-        ce = F.cross_entropy(cls_logits.float(), targets)
-        loss = self.ce_weight * ce
-        out["ce"] = ce.detach()
+        teacher_logits = []
         if self.criterion is not None:
-            if getattr(self.criterion, "requires_target", False):
-                kd = self.criterion(kd_logits.float(), teacher_logits, targets)
-            else:
-                kd = self.criterion(kd_logits.float(), teacher_logits)
+            teacher_logits = [self._teacher(view, i, indices) for i, view in enumerate(views)]
+        passes = [self._student_pass(v, targets) for v in views]
+        ce = sum(p.ce for p in passes)
+        out = {"output": passes[0].output.detach(), "ce": ce.detach()}
+        loss = self.ce_weight * ce
+        if self.criterion is not None:
+            label = [targets] if getattr(self.criterion, "requires_target", False) else []
+            kd = self.criterion(*(p.kd_logits for p in passes), *teacher_logits, *label)
             loss = loss + self.kd_ramp * self.kd_weight * kd
             out["kd"] = kd.detach()
         out["loss"] = loss
         return out
 
-    def _student_heads(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """(logits for CE and metrics, logits for distillation), each (B, classes)."""
+    def _student_pass(self, images: Tensor, targets: Tensor) -> _StudentPass:
+        """One student forward: its CE term, the logits the distillation loss sees, the logits for metrics."""
         logits = self.student(images)
-        if isinstance(logits, tuple):  # DeiT-distilled student in distilled-training mode
-            cls_logits, dist_logits = logits
+        if not isinstance(logits, tuple):
             if self.heads == "split":
-                return cls_logits, dist_logits
-            return cls_logits, cls_logits
-        return logits, logits
+                raise ValueError("heads='split' needs a two-head (DeiT-distilled) student, but the student returned "
+                                 "one logit matrix: use heads='cls'")
+            logits = logits.float()
+            return _StudentPass(self._ce(logits, targets), logits, logits)
+        cls_logits, dist_logits = (x.float() for x in logits)  # DeiT-distilled student in training mode
+        average = (cls_logits + dist_logits) / 2  # what the student outputs in evaluation
+        if self.criterion is None:  # no teacher: both heads learn the labels
+            ce = (self._ce(cls_logits, targets) + self._ce(dist_logits, targets)) / 2
+            return _StudentPass(ce, None, average)
+        if self.heads != "split":
+            raise ValueError("a two-head (DeiT-distilled) student with heads='cls' would leave the distillation "
+                             "head untrained though evaluation averages it in: use heads='split' (DeiT)")
+        return _StudentPass(self._ce(cls_logits, targets), dist_logits, average)
+
+    def _ce(self, logits: Tensor, targets: Tensor) -> Tensor:
+        """Cross-entropy on class indices (B,) with label smoothing, or on soft targets (B, classes)."""
+        if targets.ndim == 2:
+            return SoftTargetCrossEntropy()(logits, targets)
+        return F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing)
 
     @torch.no_grad()
     def _teacher(self, images: Tensor, view: int, indices: Tensor | None) -> Tensor:
@@ -141,19 +179,10 @@ class DistillationTask:
             raise ValueError("a teacher cache needs the batch's dataset indices: call task(images, targets, indices)")
         return self.teacher_cache.logits(self.epoch - 1, indices, view).to(images.device)
 
-    def _two_view(self, views: tuple[Tensor, Tensor], targets: Tensor, indices: Tensor | None) -> dict[str, Tensor]:
-        """CRLD: student and teacher on the weak and the strong view; CE on both, metrics on weak.
 
-        Both views go through the student in one concatenated batch (one forward instead of two;
-        BatchNorm then sees weak and strong samples together, as one batch of 2B). The frozen teacher
-        (eval mode) runs per view, so its logits can come from a cache.
-        """
-        weak, strong = views
-        batch = weak.shape[0]
-        both = torch.cat([weak, strong])
-        t_weak, t_strong = self._teacher(weak, 0, indices), self._teacher(strong, 1, indices)
-        s_weak, s_strong = self.student(both).float().split(batch)
-        ce = F.cross_entropy(s_weak, targets) + F.cross_entropy(s_strong, targets)
-        kd = self.criterion(s_weak, s_strong, t_weak, t_strong)
-        loss = self.ce_weight * ce + self.kd_ramp * self.kd_weight * kd
-        return {"loss": loss, "output": s_weak.detach(), "ce": ce.detach(), "kd": kd.detach()}
+class _StudentPass(NamedTuple):
+    """One student forward on one view (float32 logits, (B, classes))."""
+
+    ce: Tensor  # scalar cross-entropy term of this view
+    kd_logits: Tensor | None  # what the distillation loss sees (None without a teacher)
+    output: Tensor  # what metrics see: the evaluated logits (two heads: their mean)
