@@ -286,7 +286,7 @@ def test_float64_inputs_stay_float64():
 
 
 def test_registry_names_and_class_attributes():
-    assert available_losses() == NAMES
+    assert available_losses() == sorted([*NAMES, "deit_hard", "deit_soft"])  # DeiT: tests/test_losses_deit.py
     expected = {  # name: (class, requires_target, num_views, uses_batch_statistics)
         "luminet": (LumiNetLoss, False, 1, True),
         "kd": (KDLoss, False, 1, False),

@@ -11,9 +11,12 @@ Registered names:
 - ``crld``: :class:`CRLDLoss`, within- and cross-view KL on two augmented views.
 - ``ls_kd``: :class:`LogitStandardKDLoss`, per-sample z-score over classes, then KL.
 - ``dist``: :class:`DISTLoss`, inter- and intra-class Pearson correlation.
+- ``deit_hard``: :class:`DeiTHardLoss`, cross-entropy on the teacher's top class (DeiT).
+- ``deit_soft``: :class:`DeiTSoftLoss`, DeiT's soft distillation (T² · KL over B·C logits).
 """
 
 from vitkd.losses.crld import CRLDLoss
+from vitkd.losses.deit import DeiTHardLoss, DeiTSoftLoss
 from vitkd.losses.dist import DISTLoss
 from vitkd.losses.dkd import DKDLoss
 from vitkd.losses.kd import KDLoss
@@ -24,6 +27,8 @@ from vitkd.losses.registry import DistillationLoss, available_losses, build_loss
 __all__ = [
     "CRLDLoss",
     "DISTLoss",
+    "DeiTHardLoss",
+    "DeiTSoftLoss",
     "DKDLoss",
     "DistillationLoss",
     "KDLoss",
