@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.data.auto_augment import augment_and_mix_transform, auto_augment_transform, rand_augment_transform
 
 from vitkd.data.splits import parse_split, stream_rows
 
@@ -86,6 +87,13 @@ class DataConfig:
     ``cache_dir`` holds the builtins converted to 🤗 Datasets (default ``~/.cache/vitkd``) and the Arrow
     caches of local image folders/parquet files (default: 🤗 datasets' cache); Hub datasets always
     live in 🤗 datasets' own cache (``HF_DATASETS_CACHE``), where ``datasets`` downloads them.
+
+    timm's training augmentation, for the ``imagenet`` preset (timm's ``create_transform``, whose
+    arguments these are): ``auto_augment`` (e.g. ``rand-m9-mstd0.5-inc1``: RandAugment, 2 ops, magnitude 9
+    ± N(0, 0.5), increasing severity), random erasing ``re_prob`` / ``re_mode`` (``const``, ``rand``,
+    ``pixel``) / ``re_count``, ``color_jitter`` (brightness = contrast = saturation factor; timm skips it
+    when ``auto_augment`` is set) and the resize ``interpolation``. ``repeated_aug``: each training
+    image this many times per epoch, differently augmented (DeiT: 3; 0 = off).
     """
 
     source: str
@@ -109,6 +117,13 @@ class DataConfig:
     persistent_workers: bool = True
     pin_memory: bool = False
     cache_dir: str | None = None
+    auto_augment: str | None = None
+    re_prob: float = 0.0
+    re_mode: str = "const"
+    re_count: int = 1
+    color_jitter: float | None = None
+    interpolation: str = "bilinear"
+    repeated_aug: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.source, str) or not self.source.strip():
@@ -132,6 +147,7 @@ class DataConfig:
             raise ValueError(f"data.max_eval_samples must be >= 1 or None, got {self.max_eval_samples!r}")
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers must be >= 0, got {self.num_workers!r}")
+        self._check_timm_augmentation()
         self.mean = self._channel_stats("mean", self.mean)
         self.std = self._channel_stats("std", self.std)
         if self.std is not None and min(self.std) <= 0:
@@ -154,6 +170,32 @@ class DataConfig:
                     "data.train_fraction does not apply to a streamed training split; use a slice such as "
                     "data.train_split: 'train[:5000]'"
                 )
+
+    def _check_timm_augmentation(self) -> None:
+        """timm's augmentation keys: their ranges, and only with the preset built by timm."""
+        if not 0.0 <= self.re_prob <= 1.0:
+            raise ValueError(f"data.re_prob must be in [0, 1], got {self.re_prob!r}")
+        if self.re_mode not in RE_MODES:
+            raise ValueError(f"data.re_mode must be one of {list(RE_MODES)}, got {self.re_mode!r}")
+        if self.re_count < 1:
+            raise ValueError(f"data.re_count must be >= 1, got {self.re_count!r}")
+        if self.color_jitter is not None and self.color_jitter < 0:
+            raise ValueError(f"data.color_jitter must be >= 0 or None, got {self.color_jitter!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"data.interpolation must be one of {list(INTERPOLATIONS)}, got {self.interpolation!r}")
+        if self.repeated_aug < 0:
+            raise ValueError(f"data.repeated_aug must be >= 0 (0 = off), got {self.repeated_aug!r}")
+        if self.repeated_aug > 1 and self.streaming:
+            raise ValueError("data.repeated_aug needs an indexed training split (its sampler repeats rows); "
+                             "set data.streaming: false or data.repeated_aug: 0")
+        if self.auto_augment is not None:
+            _check_auto_augment(self.auto_augment)
+        used = {"auto_augment": self.auto_augment is not None, "re_prob": self.re_prob > 0,
+                "color_jitter": self.color_jitter is not None, "interpolation": self.interpolation != "bilinear"}
+        if self.transform != "imagenet" and any(used.values()):
+            keys = ", ".join(f"data.{k}" for k, on in used.items() if on)
+            raise ValueError(f"{keys} configure timm's create_transform, which only the 'imagenet' preset uses "
+                             f"(data.transform is {self.transform!r}): set data.transform: imagenet or remove them")
 
     def _channel_stats(self, name: str, values: tuple[float, ...] | None) -> tuple[float, ...] | None:
         """Tuple-ise a YAML list and check it has one value per channel."""
@@ -222,3 +264,17 @@ class DataInfo:
             "crop_mode": self.crop_mode,
             "interpolation": self.interpolation,
         }
+
+
+RE_MODES = ("const", "rand", "pixel")  # timm RandomErasing: zero (the mean), per-channel or per-pixel noise
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest")  # of every resize, training and evaluation
+
+
+def _check_auto_augment(policy: str) -> None:
+    """A timm policy string (``rand-…``, ``augmix-…``, ``original``/``v0``/``3a``…), parsed by timm now."""
+    build = {"rand": rand_augment_transform, "augmix": augment_and_mix_transform}.get(policy.split("-")[0])
+    try:
+        (build or auto_augment_transform)(policy, {})
+    except (AssertionError, KeyError, ValueError, IndexError) as err:
+        raise ValueError(f"data.auto_augment {policy!r} is not a timm policy (e.g. 'rand-m9-mstd0.5-inc1', "
+                         f"'augmix-m5-w4-d2', 'original'): {err!r}") from err

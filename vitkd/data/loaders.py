@@ -324,9 +324,8 @@ def build_loaders(
             "lower the batch size or use more data"
         )
     augment, eval_transform = build_transforms(cfg, data_seed)
-    # TODO(merge with data.repeated_aug): repeats=max(cfg.repeated_aug, 1)
     train_loader = _train_loader(train, augment, cfg, split=train_name, batch_size=batch_size, min_batch=min_batch,
-                                 seed=seed, repeats=1, num_processes=num_processes)
+                                 seed=seed, repeats=max(cfg.repeated_aug, 1), num_processes=num_processes)
     eval_loader = _eval_loader(evaluation, eval_transform, cfg, split=eval_name, batch_size=eval_batch_size,
                                seed=seed)
     return train_loader, eval_loader, _data_info(cfg, class_names)

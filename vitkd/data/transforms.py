@@ -6,8 +6,9 @@ config's mean/std, with images first converted to RGB (``in_chans=3``) or graysc
 * ``cifar``: train = RandomCrop(size, zero padding size/8, i.e. 4 px at 32 px) + horizontal flip;
   eval = tensor + normalise.
 * ``autoaugment``: ``cifar`` train + torchvision's AutoAugment (CIFAR10 policy); eval as ``cifar``.
-* ``imagenet``: timm's ``create_transform`` — train RandomResizedCrop + flip (no colour jitter, as in the
-  paper's ImageNet recipe); eval Resize(size / 0.875) + CenterCrop(size).
+* ``imagenet``: timm's ``create_transform`` — train RandomResizedCrop + flip, then what the ``data``
+  keys add (RandAugment/AutoAugment, colour jitter, random erasing; none by default, as in the paper's
+  ImageNet recipe); eval Resize(size / 0.875) + CenterCrop(size).
 * ``none``: tensor + normalise for training and evaluation alike.
 
 Images of another size are first resized (shorter side, bilinear) and centre-cropped to the target size,
@@ -167,12 +168,12 @@ def _normalised_tensor(cfg: DataConfig) -> list[Callable]:
     ]
 
 
-INTERPOLATION = "bilinear"  # of every resize, in training and evaluation
-
-
 def eval_crop(cfg: DataConfig) -> tuple[float, str, str]:
-    """(crop_pct, crop_mode, interpolation) of :func:`eval_pipeline`, in timm's data-config terms."""
-    return (DEFAULT_CROP_PCT if cfg.transform == "imagenet" else 1.0), "center", INTERPOLATION
+    """(crop_pct, crop_mode, interpolation) of :func:`eval_pipeline`, in timm's data-config terms.
+
+    Every resize uses ``cfg.interpolation`` (bilinear unless the imagenet preset's recipe says otherwise).
+    """
+    return (DEFAULT_CROP_PCT if cfg.transform == "imagenet" else 1.0), "center", cfg.interpolation
 
 
 def _timm_transform(cfg: DataConfig, *, is_training: bool) -> Any:
@@ -180,8 +181,12 @@ def _timm_transform(cfg: DataConfig, *, is_training: bool) -> Any:
     return create_transform(
         input_size=(cfg.in_chans, size, size),
         is_training=is_training,
-        color_jitter=None,
-        interpolation=INTERPOLATION,
+        color_jitter=cfg.color_jitter,
+        auto_augment=cfg.auto_augment,
+        re_prob=cfg.re_prob,
+        re_mode=cfg.re_mode,
+        re_count=cfg.re_count,
+        interpolation=cfg.interpolation,
         crop_pct=DEFAULT_CROP_PCT,
         mean=cfg.effective_mean,
         std=cfg.effective_std,
@@ -192,8 +197,8 @@ def _timm_transform(cfg: DataConfig, *, is_training: bool) -> Any:
 def train_stages(cfg: DataConfig) -> TrainStages:
     """The preset's training pipeline (the weak view in two-view mode)."""
     if cfg.transform == "imagenet":
-        crop_and_flip, _empty_colour_stage, to_tensor = _timm_transform(cfg, is_training=True)
-        return TrainStages([crop_and_flip], [to_tensor])
+        crop_and_flip, auto_augment_or_jitter, to_tensor_and_erase = _timm_transform(cfg, is_training=True)
+        return TrainStages([crop_and_flip, auto_augment_or_jitter], [to_tensor_and_erase])
     size = cfg.effective_image_size
     augment = _resize_to(size)
     if cfg.transform in ("cifar", "autoaugment"):
