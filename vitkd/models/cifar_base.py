@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from timm.layers import SelectAdaptivePool2d
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
@@ -88,6 +89,7 @@ class CifarNet(nn.Module, ABC):
 
     def __init__(self, num_features: int, in_chans: int, global_pool: str = "avg") -> None:
         super().__init__()
+        self.grad_checkpointing = False
         self.in_chans = in_chans
         self.num_features = self.head_hidden_size = num_features
         self.num_classes = 0
@@ -107,6 +109,20 @@ class CifarNet(nn.Module, ABC):
             self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
         self.num_classes = num_classes
         setattr(self, self.classifier_name, self.make_classifier(num_classes))
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """timm's API: recompute each stage's activations in backward instead of storing them.
+
+        As in timm's own BatchNorm networks, a recomputed stage updates the BatchNorm running statistics a
+        second time per step (train mode), so they differ slightly from a run without checkpointing.
+        """
+        self.grad_checkpointing = enable
+
+    def run_stage(self, stage: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """``stage(x)``, checkpointed (non-reentrant) when enabled and gradients are being recorded."""
+        if self.grad_checkpointing and torch.is_grad_enabled():
+            return checkpoint(stage, x, use_reentrant=False)
+        return stage(x)
 
     @abstractmethod
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -79,7 +79,7 @@ class CifarMobileNetV2(CifarNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(x)
         for stage in self.blocks:
-            x = stage(x)
+            x = self.run_stage(stage, x)
         return self.conv2(x)
 
 

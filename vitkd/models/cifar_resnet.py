@@ -125,7 +125,7 @@ class CifarResNet(CifarNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         for name in self.stage_names:
-            x = getattr(self, name)(x)
+            x = self.run_stage(getattr(self, name), x)
         return x
 
 

@@ -88,7 +88,9 @@ class CifarShuffleNetV1(CifarNet):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
-        return self.layer3(self.layer2(self.layer1(x)))
+        for stage in (self.layer1, self.layer2, self.layer3):
+            x = self.run_stage(stage, x)
+        return x
 
 
 class ShuffleV2Block(nn.Module):
@@ -174,7 +176,8 @@ class CifarShuffleNetV2(CifarNet):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layer3(self.layer2(self.layer1(x)))
+        for stage in (self.layer1, self.layer2, self.layer3):
+            x = self.run_stage(stage, x)
         return F.relu(self.bn2(self.conv2(x)))
 
 

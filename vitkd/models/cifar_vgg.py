@@ -60,7 +60,7 @@ class CifarVGG(CifarNet):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         pooled_blocks = 4 if x.shape[-2] == 64 else 3  # the original's Tiny-ImageNet special case
         for i, name in enumerate(self.block_names):
-            x = getattr(self, name)(x)
+            x = self.run_stage(getattr(self, name), x)
             if i < pooled_blocks:
                 x = F.max_pool2d(x, 2)
         return x

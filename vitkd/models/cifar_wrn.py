@@ -80,7 +80,9 @@ class CifarWideResNet(CifarNet):
             nn.init.zeros_(self.fc.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.block3(self.block2(self.block1(self.conv1(x))))
+        x = self.conv1(x)
+        for stage in (self.block1, self.block2, self.block3):
+            x = self.run_stage(stage, x)
         return F.relu(self.bn1(x))
 
 
