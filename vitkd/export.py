@@ -15,6 +15,7 @@ check, and an atomic swap.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import timm
+import torch
 from accelerate.utils import extract_model_from_parallel
 from timm.data import resolve_model_data_config
 from timm.models import save_for_hf, split_model_name_tag
@@ -149,6 +151,8 @@ def write_export(
         ``out_dir`` as a Path, holding exactly ``model.safetensors`` and ``config.json``.
     """
     model = extract_model_from_parallel(model, keep_torch_compile=False)
+    if any(not t.is_contiguous() for t in model.state_dict().values()):  # channels_last weights
+        model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)  # safetensors stores NCHW
     data_config = {"crop_pct": 1.0, "crop_mode": "center", "interpolation": "bilinear", **data_config}
     data_config = {**data_config, "input_size": tuple(data_config["input_size"]),
                    "mean": tuple(data_config["mean"]), "std": tuple(data_config["std"])}

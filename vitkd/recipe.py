@@ -199,7 +199,7 @@ class TrainConfig:
     ``output_dir`` may use ``{name}`` and ``{seed}``. ``mixed_precision`` (``no``/``fp16``/``bf16``) applies
     only when no launcher set one: ``accelerate launch`` and ``accelerate config`` take precedence.
     ``label_smoothing``: of the cross-entropy on hard labels (under Mixup use ``mixup.label_smoothing``).
-    ``channels_last``: student weights and images in NHWC memory format; ``compile``: ``torch.compile``
+    ``channels_last``: student and teacher weights and the images in NHWC memory format; ``compile``: ``torch.compile``
     the student (Accelerate's ``dynamo_backend`` inductor); ``grad_checkpointing``: recompute
     activations in backward (timm's ``set_grad_checkpointing``) to trade compute for memory.
     """

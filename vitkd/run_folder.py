@@ -5,11 +5,11 @@ Layout of ``<run>/`` (``train.output_dir``)::
     recipe.yaml      the fully resolved recipe
     run_info.json    command, package versions, hardware, data, teacher checkpoint hashes
     metrics.jsonl    one JSON object per evaluation (epoch, step, lr, train_* losses, top1, ...)
-    summary.json     {"report": "best"|"last", "best": {...}, "last": {...}, "teacher": {...}}
+    summary.json     {"report": "best"|"last"|"ema", "best": {...}, "last": {...}, ["ema": {...},] "teacher": {...}}
     checkpoints/     resumable states (step_<n>)
     student/         the last weights, exported (model.safetensors + timm config.json)
     student_best/    the best epoch's weights, exported
-    student_ema/     reserved for an EMA student's export
+    student_ema/     the EMA student's last weights, exported (train.model_ema)
 
 A run is *finished* once ``summary.json`` exists (written last). :func:`read_run` is the only reader of a
 finished run; :func:`experiment_settings` is the only definition of which recipe keys make two runs the
@@ -72,7 +72,7 @@ CHECKPOINTS_DIR = "checkpoints"
 STUDENT_DIR = "student"
 STUDENT_BEST_DIR = "student_best"
 STUDENT_EMA_DIR = "student_ema"
-EXPORT_FOR_REPORT = {"best": STUDENT_BEST_DIR, "last": STUDENT_DIR}
+EXPORT_FOR_REPORT = {"best": STUDENT_BEST_DIR, "last": STUDENT_DIR, "ema": STUDENT_EMA_DIR}
 
 # Recipe keys that never change a run's result: two runs whose recipes differ only here are the same
 # experiment (seeds of it). A pattern ending in "." covers a whole section.
@@ -129,7 +129,7 @@ class RunFolder:
         return self.summary_file.is_file()
 
     def export_dir(self, report: str) -> Path:
-        """The export a ``train.report`` value designates: ``student_best/`` or ``student/``."""
+        """The export a ``train.report`` value designates: ``student_best/``, ``student/`` or ``student_ema/``."""
         if report not in EXPORT_FOR_REPORT:
             raise ValueError(f"report must be one of {sorted(EXPORT_FOR_REPORT)}, got {report!r}")
         return self.path / EXPORT_FOR_REPORT[report]
@@ -285,7 +285,7 @@ def read_run(path: str | Path) -> RunRecord:
         raise ValueError(f"{folder.recipe_file}: {err}") from err
     report = summary.get("report") if isinstance(summary, Mapping) else None
     if report not in EXPORT_FOR_REPORT:
-        raise ValueError(f"{folder.summary_file}: 'report' must be 'best' or 'last', got {report!r}")
+        raise ValueError(f"{folder.summary_file}: 'report' must be one of {sorted(EXPORT_FOR_REPORT)}, got {report!r}")
     metrics = summary.get(report)
     if not isinstance(metrics, Mapping) or "top1" not in metrics:
         raise ValueError(f"{folder.summary_file}: it reports the {report!r} epoch but has no metrics for it")

@@ -12,13 +12,16 @@ is the lr the optimiser really uses in it.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from accelerate import Accelerator
+from timm.data import Mixup
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
+from timm.utils import ModelEmaV3
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -30,6 +33,7 @@ from vitkd.teacher_cache import TeacherLogitCache
 
 __all__ = [
     "Parts",
+    "build_mixup",
     "build_optimizer",
     "build_parts",
     "build_scheduler",
@@ -55,10 +59,13 @@ class Parts:
     eval_loader: DataLoader | None
     info: DataInfo
     scheduler: Scheduler | None = None
+    mixup: Mixup | None = None  # applied to each training batch before the task
+    ema: ModelEmaV3 | None = None  # the EMA student (train.model_ema), made by :meth:`prepare`
 
     def prepare(self, recipe: Recipe, accelerator: Accelerator) -> Parts:
         """Hand student, optimiser and loaders to Accelerate, move the teacher, then build the scheduler
-        (it needs the per-process number of updates per epoch, known only after sharding)."""
+        (it needs the per-process number of updates per epoch, known only after sharding) and the EMA
+        student (a copy of the prepared student's weights, on its device)."""
         prepared = accelerator.prepare(self.student, self.optimizer, self.train_loader,
                                        *([self.eval_loader] if self.eval_loader is not None else []))
         self.student, self.optimizer, self.train_loader = prepared[:3]
@@ -68,6 +75,10 @@ class Parts:
             self.teacher.to(accelerator.device)
         self.task.student = self.student
         self.scheduler = build_scheduler(recipe, self.optimizer, updates_in_epoch(recipe, len(self.train_loader)))
+        ema = recipe.train.model_ema
+        if ema is not None:
+            student = accelerator.unwrap_model(self.student, keep_torch_compile=False)
+            self.ema = ModelEmaV3(student, decay=ema.decay, use_warmup=ema.warmup)
         return self
 
 
@@ -75,6 +86,7 @@ def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     """The recipe's ``optim`` section through timm's ``create_optimizer_v2``.
 
     Note timm's names: ``sgd`` is Nesterov SGD, ``momentum`` plain momentum SGD (docs/methods.md).
+    ``optim.layer_decay`` gives each layer group its own lr scale (timm's ``param_groups_layer_decay``).
     """
     cfg = recipe.optim
     return create_optimizer_v2(
@@ -84,8 +96,20 @@ def build_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
         weight_decay=cfg.weight_decay,
         momentum=cfg.momentum,
         filter_bias_and_bn=cfg.filter_bias_and_bn,
+        layer_decay=cfg.layer_decay,
         **cfg.kwargs,
     )
+
+
+def build_mixup(recipe: Recipe, num_classes: int) -> Mixup | None:
+    """timm's ``Mixup`` for the recipe's ``mixup`` section, or None when both alphas are 0. It maps
+    (images, labels (B,)) to (mixed images, soft targets (B, num_classes)) in place, on any device."""
+    cfg = recipe.mixup
+    if not cfg.enabled:
+        return None
+    return Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, prob=cfg.prob,
+                 switch_prob=cfg.switch_prob, mode=cfg.mode, label_smoothing=cfg.label_smoothing,
+                 num_classes=num_classes)
 
 
 def updates_in_epoch(recipe: Recipe, batches_per_epoch: int) -> int:
@@ -122,6 +146,7 @@ def build_task(
     return DistillationTask(
         student, teacher, build_criterion(d), ce_weight=d.ce_weight, kd_weight=d.kd_weight,
         warmup_epochs=d.warmup_epochs, heads=d.heads, teacher_cache=teacher_cache,
+        label_smoothing=recipe.train.label_smoothing,
     )
 
 
@@ -159,15 +184,22 @@ def build_parts(
                                 data_seed=cache.data_seed if cache is not None else None)
     train_loader, eval_loader, info = loaders
     student = build_student(recipe.student, info)
+    if cfg.grad_checkpointing:
+        student.set_grad_checkpointing(True)
+    if cfg.channels_last:
+        student = student.to(memory_format=torch.channels_last)
     teacher = None
     if cache is None:
         with torch.random.fork_rng(devices=[]):
             teacher = build_teacher(recipe.teachers, info)
+    if cfg.channels_last and teacher is not None:
+        teacher = teacher.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(recipe, student)
     task = build_task(recipe, student, teacher, cache)
     if cache is not None:
         cache.check(recipe, info, num_rows=len(train_loader.dataset), criterion=task.criterion)
-    return Parts(student, teacher, task, optimizer, train_loader, eval_loader, info)
+    return Parts(student, teacher, task, optimizer, train_loader, eval_loader, info,
+                 mixup=build_mixup(recipe, info.num_classes))
 
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
@@ -180,7 +212,9 @@ def lr_per_update(recipe: Recipe, updates_per_epoch: int) -> list[list[float]]:
     the trainer does (epoch-index 0 is the 1-based epoch 1)."""
     if updates_per_epoch < 1:
         raise ValueError(f"updates_per_epoch must be >= 1, got {updates_per_epoch}")
-    optimizer = build_optimizer(recipe, nn.Linear(1, 1))
+    # a stand-in model: layer decay only scales groups down, and current_lr reads the unscaled group
+    optimizer = build_optimizer(dataclasses.replace(recipe, optim=dataclasses.replace(recipe.optim, layer_decay=None)),
+                                nn.Linear(1, 1))
     scheduler = build_scheduler(recipe, optimizer, updates_per_epoch)
     lrs: list[list[float]] = []
     updates = 0

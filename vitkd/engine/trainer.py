@@ -107,6 +107,7 @@ def make_accelerator(cfg: TrainConfig, run_dir: Path) -> Accelerator:
     accelerator = Accelerator(
         cpu=cfg.cpu or multi_cpu,
         mixed_precision=None if launcher_precision else (cfg.mixed_precision or "no"),
+        dynamo_backend="inductor" if cfg.compile else None,  # None: the launcher's setting (default: off)
         gradient_accumulation_steps=cfg.grad_accum_steps,
         log_with=cfg.log_with or None,
         project_dir=str(run_dir),
@@ -153,6 +154,10 @@ def _train_locked(recipe: Recipe, accelerator: Accelerator, resume: str | None, 
         load_checkpoint(accelerator, resume_from, state)
         sync_schedule(parts.optimizer, parts.scheduler, epoch=state.epoch, global_step=state.global_step,
                       step_on_epochs=recipe.schedule.step_on_epochs)
+        if parts.ema is not None:  # checkpoints hold no EMA weights yet (vitkd registers no custom objects)
+            parts.ema.set(accelerator.unwrap_model(parts.student, keep_torch_compile=False))
+            accelerator.print("warning: train.model_ema restarts from the resumed student's weights: checkpoints "
+                              "do not store the EMA weights yet")
     if resume is not None and accelerator.is_main_process:  # evaluations after the checkpoint are redone
         keep_records(RunFolder(run_dir).metrics_file, state.evals_logged)
         if resume_from is not None:
@@ -226,6 +231,8 @@ class Trainer:
             self.evaluate_and_log(epoch_meter)
         self.checkpoint()
         self.export(self.folder.student)
+        if self.parts.ema is not None:
+            self.export(self.folder.student_ema, self.parts.ema.module)
         return self._summary()
 
     def train_epoch(self) -> LossMeter:
@@ -265,11 +272,19 @@ class Trainer:
 
     def step(self, batch: tuple) -> dict[str, torch.Tensor]:
         """Forward, backward and (at the end of an accumulation window) the optimiser update of one
-        micro-batch ``(images, targets[, indices])``; returns the task's dict of losses."""
+        micro-batch ``(images, targets[, indices])``; returns the task's dict of losses.
+
+        Mixup/CutMix (``parts.mixup``) mixes the images and turns the labels into soft targets first, so
+        teacher and student see the same mixed images; the EMA student follows each optimiser update."""
         acc, parts = self.accelerator, self.parts
+        images, targets, *rest = batch
+        if parts.mixup is not None:
+            images, targets = parts.mixup(images, targets)
+        if self.cfg.channels_last:
+            images = _channels_last(images)
         with acc.accumulate(parts.student):
             with acc.autocast():
-                out = self._losses(batch)
+                out = self._losses((images, targets, *rest))
             acc.backward(out["loss"])
             if acc.sync_gradients:
                 if self.cfg.clip_grad:
@@ -277,6 +292,9 @@ class Trainer:
                 self.update_lr = current_lr(parts.optimizer)  # the lr this update uses
             parts.optimizer.step()
             parts.optimizer.zero_grad(set_to_none=True)
+            if parts.ema is not None and acc.sync_gradients:
+                student = acc.unwrap_model(parts.student, keep_torch_compile=False)
+                parts.ema.update(student, step=self.state.global_step + 1)
         return out
 
     # ------------------------------------------------------------------ hooks
@@ -305,6 +323,8 @@ class Trainer:
         train_time = meter.seconds()
         started = time.perf_counter()
         metrics = evaluate(self.parts.student, self.parts.eval_loader, acc)
+        if self.parts.ema is not None:
+            metrics |= {f"ema_{k}": v for k, v in evaluate(self.parts.ema.module, self.parts.eval_loader, acc).items()}
         eval_time = time.perf_counter() - started
         record = {
             "epoch": state.epoch,
@@ -340,16 +360,16 @@ class Trainer:
                         self.state)
         self.saved_step = self.state.global_step
 
-    def export(self, out_dir: Path) -> None:
-        """Export the unwrapped student to ``out_dir`` (safetensors + timm config; main process only), only
-        with finite weights."""
+    def export(self, out_dir: Path, model: torch.nn.Module | None = None) -> None:
+        """Export the unwrapped student (or ``model``, e.g. the EMA student) to ``out_dir`` (safetensors + timm
+        config; main process only), only with finite weights."""
         check_finite_weights(self.accelerator, self.parts.student, self.parts.optimizer, advice=self._advice())
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            student = self.accelerator.unwrap_model(self.parts.student)
-            size = sum(t.numel() * t.element_size() for t in student.state_dict().values())
+            model = self.accelerator.unwrap_model(self.parts.student) if model is None else model
+            size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
             with disk_full_guard(out_dir, "student export", cleanup=False, estimate=size):
-                export_student(student, out_dir, self.recipe.student, self.parts.info)
+                export_student(model, out_dir, self.recipe.student, self.parts.info)
         self.accelerator.wait_for_everyone()
 
     # ------------------------------------------------------------------ helpers
@@ -395,10 +415,12 @@ class Trainer:
     def _summary(self) -> dict:
         keys = ("epoch", "step", "top1", "top5", "nll", "ece", "samples")
         best = self.best or _best_from_log(self.folder.read_metrics(), self.state.best_epoch)
+        ema = {k: self.last[f"ema_{k}"] if f"ema_{k}" in self.last else self.last[k] for k in keys}
         return {
             "report": self.cfg.report,
             "best": {k: best[k] for k in keys} if best else None,
             "last": {k: self.last[k] for k in keys},
+            **({"ema": ema} if self.parts.ema is not None else {}),
             "epochs_completed": self.state.epoch,
             "steps": self.state.global_step,
         }
@@ -432,6 +454,13 @@ class _stop_on_signals:
             signal.signal(sig, handler)
 
 
+def _channels_last(images: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """Images (B, C, H, W), or a tuple of views of them, in NHWC memory layout."""
+    if isinstance(images, tuple):
+        return tuple(view.contiguous(memory_format=torch.channels_last) for view in images)
+    return images.contiguous(memory_format=torch.channels_last)
+
+
 def _check_finite(values: dict[str, float], state: TrainState, advice: str) -> None:
     bad = {k: v for k, v in values.items() if not math.isfinite(v)}
     if bad:
@@ -456,6 +485,8 @@ def _final_line(summary: dict, run_dir: Path) -> str:
     last, best = summary["last"], summary["best"]
     line = (f"done: {summary['steps']} updates, {summary['epochs_completed']} full epoch(s) | student top-1 "
             f"{last['top1']:.2f} % (last), {best['top1']:.2f} % (best, epoch {best['epoch']})")
+    if "ema" in summary:
+        line += f" | EMA student {summary['ema']['top1']:.2f} %"
     if "teacher" in summary:
         line += f" | teacher top-1 {summary['teacher']['top1']:.2f} %"
     return f"{line} | ECE {last['ece']:.2f} % | student exported to {RunFolder(run_dir).student}"
@@ -463,10 +494,11 @@ def _final_line(summary: dict, run_dir: Path) -> str:
 
 def _epoch_line(record: dict, state: TrainState, epochs: int) -> str:
     losses = " ".join(f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_") and k != "train_time_s")
+    ema = f"EMA top1 {record['ema_top1']:.2f} | " if "ema_top1" in record else ""
     return (
         f"epoch {record['epoch']}/{epochs} | {losses} | lr {record['lr']:.4g} | "
         f"top1 {record['top1']:.2f} top5 {record['top5']:.2f} nll {record['nll']:.4f} ece {record['ece']:.2f} | "
-        f"best {state.best_top1:.2f}@{state.best_epoch} | {record['images_per_s']:.0f} img/s train, "
+        f"{ema}best {state.best_top1:.2f}@{state.best_epoch} | {record['images_per_s']:.0f} img/s train, "
         f"eval {record['eval_time_s']:.1f} s"
     )
 
