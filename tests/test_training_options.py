@@ -102,3 +102,24 @@ def test_layer_decay_and_grad_checkpointing_accepted_where_the_model_supports_th
     vit = {"name": "vitkd_deit_nano_patch4_32", "kwargs": {"img_size": 16}}
     r = recipe(student=vit, optim__layer_decay=0.65, train__grad_checkpointing=True)
     assert r.optim.layer_decay == 0.65 and r.train.grad_checkpointing
+
+
+def test_deit_recipes_state_deits_training_recipe():
+    from pathlib import Path
+
+    from vitkd.recipe import load_recipe
+
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    for name in ("deit_s_to_tiny", "deit_s_to_tiny_distilled", "deit_s_to_tiny_distilled_luminet"):
+        r = load_recipe(recipes / f"{name}.yaml")
+        assert (r.mixup.mixup_alpha, r.mixup.cutmix_alpha, r.mixup.label_smoothing) == (0.8, 1.0, 0.1), name
+        assert (r.data.auto_augment, r.data.re_prob, r.data.repeated_aug) == ("rand-m9-mstd0.5-inc1", 0.25, 3)
+        assert (r.optim.opt, r.optim.weight_decay, r.schedule.sched, r.schedule.warmup_epochs) == ("adamw", 0.05,
+                                                                                                    "cosine", 5)
+        global_batch = r.train.batch_size * r.train.gpus
+        assert r.optim.lr == pytest.approx(5e-4 * global_batch / 512) and r.train.epochs == 300
+        assert r.student.kwargs["drop_path_rate"] == 0.1
+    hard = load_recipe(recipes / "deit_s_to_tiny_distilled.yaml").distill
+    assert (hard.method, hard.heads, hard.ce_weight, hard.kd_weight) == ("deit_hard", "split", 0.5, 0.5)
+    lumi = load_recipe(recipes / "deit_s_to_tiny_distilled_luminet.yaml").distill
+    assert (lumi.method, lumi.heads, lumi.kwargs) == ("luminet", "split", {"alpha": 2.0, "temperature": 0.7})
