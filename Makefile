@@ -1,9 +1,9 @@
-# Two entry points for a fresh machine: `make demo` and `make test` (CI runs `make test`).
+# Entry points for a fresh machine: `make demo`, `make demo-vit` and `make test` (CI runs `make test`).
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install data test demo lint
+.PHONY: install data test demo demo-vit lint
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,3 +29,10 @@ demo: install data
 	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/quickstart.yaml --resume
 	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/quickstart_student_alone.yaml --resume
 	$(BIN)/python scripts/make_table.py runs/quickstart runs/quickstart_student_alone
+
+# A ViT distilled from the quickstart CNN teacher vs the same ViT alone (Fashion-MNIST, CPU-sized).
+demo-vit: install data
+	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/quickstart_teacher.yaml --resume
+	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/demo_vit/vit_alone.yaml --resume
+	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/demo_vit/vit_distilled.yaml --resume
+	$(BIN)/python scripts/make_table.py runs/demo_vit/alone runs/demo_vit/distilled
