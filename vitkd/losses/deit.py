@@ -1,5 +1,5 @@
 """DeiT's distillation losses (Touvron et al., "Training data-efficient image transformers & distillation
-through attention", ICML 2021, §3; docs/methods.md, "DeiT hard and soft distillation").
+through attention", ICML 2021, §4; docs/methods.md §8).
 
 Both take the student's distillation logits: with a two-head (DeiT-distilled) student and
 ``distill.heads: split`` that is the distillation token's head, otherwise the class head. DeiT weighs
