@@ -51,9 +51,9 @@ def test_mixup_feeds_teacher_and_student_the_same_mixed_images_and_soft_targets(
         return task(images, targets, *rest)
 
     parts.task = spy
-    images, labels = next(iter(parts.train_loader))
+    images, labels, indices = next(iter(parts.train_loader))
     original = images.clone()
-    out = trainer.step((images, labels))
+    out = trainer.step((images, labels, indices))
     assert torch.equal(seen["teacher"], seen["student"])  # the teacher sees the mixed images
     assert not torch.equal(seen["student"], original)
     (targets,) = targets_seen

@@ -123,3 +123,15 @@ def test_deit_recipes_state_deits_training_recipe():
     assert (hard.method, hard.heads, hard.ce_weight, hard.kd_weight) == ("deit_hard", "split", 0.5, 0.5)
     lumi = load_recipe(recipes / "deit_s_to_tiny_distilled_luminet.yaml").distill
     assert (lumi.method, lumi.heads, lumi.kwargs) == ("luminet", "split", {"alpha": 2.0, "temperature": 0.7})
+
+
+def test_repeated_aug_reaches_the_repeated_augmentation_sampler():
+    from vitkd.data import build_loaders
+    from vitkd.data.loaders import RepeatedAugSampler
+
+    def sampler(repeats):
+        cfg = DataConfig(source="digits", transform="none", image_size=8, num_workers=0, repeated_aug=repeats)
+        return build_loaders(cfg, batch_size=32)[0].batch_sampler.sampler
+
+    assert isinstance(sampler(3), RepeatedAugSampler) and sampler(3).repeats == 3
+    assert getattr(sampler(0), "repeats", 1) == 1

@@ -92,8 +92,9 @@ class DataConfig:
     arguments these are): ``auto_augment`` (e.g. ``rand-m9-mstd0.5-inc1``: RandAugment, 2 ops, magnitude 9
     ± N(0, 0.5), increasing severity), random erasing ``re_prob`` / ``re_mode`` (``const``, ``rand``,
     ``pixel``) / ``re_count``, ``color_jitter`` (brightness = contrast = saturation factor; timm skips it
-    when ``auto_augment`` is set) and the resize ``interpolation``. ``repeated_aug``: each training
-    image this many times per epoch, differently augmented (DeiT: 3; 0 = off).
+    when ``auto_augment`` is set) and the resize ``interpolation``. ``repeated_aug``: copies per
+    image, each augmented differently, spread over processes (timm/DeiT's repeated augmentation, the
+    sampler :class:`vitkd.data.loaders.RepeatedAugSampler`; DeiT: 3; 0 = off).
     """
 
     source: str

@@ -16,7 +16,7 @@ import dataclasses
 from dataclasses import dataclass
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from timm.data import Mixup
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
@@ -181,7 +181,8 @@ def build_parts(
     if loaders is None:
         loaders = build_loaders(recipe.data, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
                                 seed=cfg.seed, min_batch=min_train_batch(recipe),
-                                data_seed=cache.data_seed if cache is not None else None)
+                                data_seed=cache.data_seed if cache is not None else None,
+                                num_processes=PartialState().num_processes)  # repeated augmentation shards
     train_loader, eval_loader, info = loaders
     student = build_student(recipe.student, info)
     if cfg.grad_checkpointing:
