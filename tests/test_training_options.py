@@ -135,3 +135,15 @@ def test_repeated_aug_reaches_the_repeated_augmentation_sampler():
 
     assert isinstance(sampler(3), RepeatedAugSampler) and sampler(3).repeats == 3
     assert getattr(sampler(0), "repeats", 1) == 1
+
+
+def test_plan_shows_the_training_options():
+    from vitkd.plan import format_plan, make_plan
+
+    r = recipe(mixup={"mixup_alpha": 0.8, "cutmix_alpha": 1.0, "label_smoothing": 0.1},
+               train__model_ema={"decay": 0.99996}, data__num_workers=0)
+    plan = make_plan(r)
+    options = plan["training_options"]
+    assert options["mixup"]["enabled"] and options["mixup"]["cutmix_alpha"] == 1.0
+    assert options["model_ema"] == {"decay": 0.99996, "warmup": False} and options["repeated_aug"] == 0
+    assert "Mixup 0.8 / CutMix 1.0" in format_plan(plan)

@@ -10,6 +10,7 @@ it, the distillation loss, batch sizes, precision and output folder, plus every 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from collections.abc import Iterator
@@ -55,6 +56,7 @@ def make_plan(recipe: Recipe) -> dict[str, Any]:
             "warmup_epochs": recipe.distill.warmup_epochs,
             "heads": recipe.distill.heads,
         },
+        "training_options": _training_options(recipe),
         "epochs": recipe.train.epochs,
         "max_steps": recipe.train.max_steps,
         "processes": recipe.train.gpus,
@@ -186,6 +188,21 @@ def _precision(recipe: Recipe) -> str:
 # ----------------------------------------------------------------------------- text
 
 
+def _training_options(recipe: Recipe) -> dict[str, Any]:
+    """Mixup/CutMix, label smoothing, repeated augmentation, EMA and the other timm training options."""
+    train = recipe.train
+    return {
+        "mixup": {**dataclasses.asdict(recipe.mixup), "enabled": recipe.mixup.enabled},
+        "label_smoothing": train.label_smoothing,
+        "repeated_aug": recipe.data.repeated_aug,
+        "model_ema": dataclasses.asdict(train.model_ema) if train.model_ema is not None else None,
+        "layer_decay": recipe.optim.layer_decay,
+        "channels_last": train.channels_last,
+        "compile": train.compile,
+        "grad_checkpointing": train.grad_checkpointing,
+    }
+
+
 def format_plan(plan: dict[str, Any]) -> str:
     """The plan as a human-readable report, problems last."""
     lines = [f"plan for recipe {plan['recipe']!r}"]
@@ -226,6 +243,14 @@ def format_plan(plan: dict[str, Any]) -> str:
                  f" + ramp * {loss['kd_weight']} * {loss['name']}({loss['kwargs']}), heads {loss['heads']}"))
     if plan["kd_ramp_per_epoch"] is not None:
         lines += [f"    {text}" for text in _runs_of_equal(plan["kd_ramp_per_epoch"], "ramp")]
+    options = plan["training_options"]
+    mixup = options["mixup"]
+    lines.append("  training options: " + ", ".join([
+        (f"Mixup {mixup['mixup_alpha']} / CutMix {mixup['cutmix_alpha']} (prob {mixup['prob']}, switch "
+         f"{mixup['switch_prob']}, {mixup['mode']}, smoothing {mixup['label_smoothing']})"
+         if mixup["enabled"] else "no Mixup/CutMix"),
+        *(f"{key} {value}" for key, value in options.items() if key != "mixup"),
+    ]))
     steps = (f", {data['updates_per_epoch']} optimiser updates per epoch" if "updates_per_epoch" in data else "")
     stop = f", stopping after {plan['max_steps']} updates" if plan["max_steps"] else ""
     lines.append(f"  training: {plan['epochs']} epochs{steps}{stop}; global batch {plan['global_batch']} = "
