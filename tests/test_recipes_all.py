@@ -188,7 +188,7 @@ def test_one_training_step(path):
 # ----------------------------------------------------------------------------- paper coverage
 
 TABLE1_METHODS = {"luminet", "kd", "dkd", "crld", "ls_kd"}
-# methods.md §1/§2 and the paper's Table 1, in its column order:
+# docs/methods.md §1/§2 and the paper's Table 1, in its column order:
 # pair -> (LumiNet alpha, T, CE weight, lr; published LumiNet, KD, DKD)
 TABLE1 = {
     "resnet56-resnet20": (31, 4, 2, 0.05, 72.29, 70.66, 71.97),

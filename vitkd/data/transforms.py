@@ -13,7 +13,7 @@ config's mean/std, with images first converted to RGB (``in_chans=3``) or graysc
 
 Images of another size are first resized (shorter side, bilinear) and centre-cropped to the target size,
 e.g. Fashion-MNIST 28 px → 32 px or CIFAR 32 px → 224 px for a ViT student; the imagenet preset's crops
-do this on their own. Two-view mode (CRLD, methods.md §4) adds a strong view per training sample: the
+do this on their own. Two-view mode (CRLD, docs/methods.md §4) adds a strong view per training sample: the
 same augmentation, drawn independently, then the CRLD authors' RandAugment + Cutout
 (:class:`CRLDStrongAugment`, parameters in ``data.strong_aug``).
 

@@ -31,7 +31,7 @@ class DKDLoss(DistillationLoss):
 
     Args:
         alpha: weight of the target-class term (TCKD).
-        beta: weight of the non-target term (NCKD); CIFAR recipes use 8, 6 or 2 (methods.md §3).
+        beta: weight of the non-target term (NCKD); CIFAR recipes use 8, 6 or 2 (docs/methods.md §3).
         temperature: softmax temperature T (> 0).
     """
 
