@@ -12,7 +12,7 @@ import torch
 
 import vitkd  # noqa: F401  (registers the CIFAR zoo with timm)
 from vitkd.preflight import PreflightError, check_runnable, inspect_recipe, preflight
-from vitkd.recipe import recipe_from_dict
+from vitkd.recipe import RecipeError, recipe_from_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,9 +42,13 @@ def test_unknown_model_name_suggests_the_closest_registered_names():
     assert "student.name: 'cifar_resnet9'" in problems[0] and "'cifar_resnet8'" in problems[0]
 
 
-def test_bad_constructor_kwargs_name_the_key():
-    problems = preflight(recipe(student={"name": "cifar_resnet8", "kwargs": {"widht": 2}}))
-    assert len(problems) == 1 and problems[0].startswith("student.kwargs {'widht': 2}") and "widht" in problems[0]
+def test_bad_constructor_kwargs_name_the_key(tmp_path):
+    # a student is built on the meta device already when the recipe is validated (it tells its head layout)
+    with pytest.raises(RecipeError, match=r"student.kwargs \{'widht': 2\} do not build 'cifar_resnet8'"):
+        recipe(student={"name": "cifar_resnet8", "kwargs": {"widht": 2}})
+    teacher = {"name": "cifar_resnet8", "kwargs": {"widht": 2}, "checkpoint": str(tmp_path / "t.safetensors")}
+    problems = preflight(recipe(teacher=teacher, distill={"method": "kd"}))
+    assert any(p.startswith("teacher.kwargs {'widht': 2}") and "widht" in p for p in problems), problems
 
 
 def test_images_the_model_cannot_take_are_a_problem():

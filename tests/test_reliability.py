@@ -82,17 +82,17 @@ def test_divergence_from_the_start_saves_only_finite_checkpoints(tmp_path, one_t
 
 def test_divergence_advice_works_the_resumed_run_uses_and_records_the_new_lr(tmp_path, one_thread):
     run = tmp_path / "run"
-    train(_recipe(run, epochs=2, max_steps=22, checkpoint_every=1))  # one good epoch, checkpointed
+    train(_recipe(run, epochs=2, max_steps=23, checkpoint_every=1))  # one good epoch, checkpointed
     with pytest.raises((NonFiniteLossError, NonFiniteWeightsError)) as err:  # lr spike on resume
         train(_recipe(run, lr=1e4, epochs=2, log_every=1, checkpoint_every=1), resume="auto")
-    assert "step_000000022 holds finite weights" in str(err.value)
+    assert "step_000000023 holds finite weights" in str(err.value)
     assert "`--resume auto --set optim.lr=" in str(err.value)
     train(_recipe(run, lr=0.01, epochs=2, log_every=1, checkpoint_every=1), resume="auto")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == [22, 44]
+    assert [r["step"] for r in records] == [23, 46]
     assert records[-1]["lr"] == pytest.approx(0.001)  # epoch 2 of the new lr after milestone 1 (x0.1)
     resumes = [json.loads(line) for line in (run / "resumes.jsonl").read_text().splitlines()]
-    assert resumes[-1]["changes"]["optim.lr"] == [1e4, 0.01] and resumes[-1]["step"] == 22
+    assert resumes[-1]["changes"]["optim.lr"] == [1e4, 0.01] and resumes[-1]["step"] == 23
     assert yaml.safe_load((run / "recipe.yaml").read_text())["optim"]["lr"] == 0.01
     student = load_file(str(run / "student" / "model.safetensors"))
     assert all(t.isfinite().all() for t in student.values())
@@ -164,9 +164,9 @@ def test_resuming_an_earlier_checkpoint_logs_each_evaluation_once(tmp_path, one_
     run = tmp_path / "run"
     train(_recipe(run, epochs=2, checkpoint_every=1, keep_checkpoints=5))
     first = sorted((run / "checkpoints").glob("step_*"))[0]
-    assert _steps(run) == [22, 44]
+    assert _steps(run) == [23, 46]
     train(_recipe(run, epochs=2, checkpoint_every=1, keep_checkpoints=5), resume=str(first))
-    assert _steps(run) == [22, 44]
+    assert _steps(run) == [23, 46]
 
 
 def test_crash_after_an_evaluation_its_checkpoint_preceded_logs_it_once(tmp_path, monkeypatch, one_thread):
@@ -182,11 +182,11 @@ def test_crash_after_an_evaluation_its_checkpoint_preceded_logs_it_once(tmp_path
 
     monkeypatch.setattr(Trainer, "export", crash_on_final_export)
     with pytest.raises(KeyboardInterrupt):
-        train(_recipe(run, epochs=2, checkpoint_every=0, checkpoint_every_steps=22))
-    assert _steps(run) == [22, 44]
+        train(_recipe(run, epochs=2, checkpoint_every=0, checkpoint_every_steps=23))
+    assert _steps(run) == [23, 46]
     monkeypatch.setattr(Trainer, "export", real_export)
-    train(_recipe(run, epochs=2, checkpoint_every=0, checkpoint_every_steps=22), resume="auto")
-    assert _steps(run) == [22, 44]
+    train(_recipe(run, epochs=2, checkpoint_every=0, checkpoint_every_steps=23), resume="auto")
+    assert _steps(run) == [23, 46]
     assert (run / "student" / "model.safetensors").is_file()
 
 

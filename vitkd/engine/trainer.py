@@ -320,6 +320,9 @@ class Trainer:
         acc, state = self.accelerator, self.state
         means = meter.means()
         _check_finite(means, state, self._advice())
+        # the last update may have poisoned the weights although its loss was finite: say so, with the
+        # divergence advice, rather than fail in the metrics on NaN logits
+        check_finite_weights(acc, self.parts.student, self.parts.optimizer, advice=self._advice())
         train_time = meter.seconds()
         started = time.perf_counter()
         metrics = evaluate(self.parts.student, self.parts.eval_loader, acc)
