@@ -348,7 +348,7 @@ class Trainer:
         state.evals_logged += 1
         if acc.is_main_process:
             self.folder.append_metrics(record)
-            acc.print(_epoch_line(record, state, self.cfg.epochs))
+            acc.print(_epoch_line(record, state, self.cfg.epochs, len(self.parts.train_loader)))
         acc.log({f"eval/{k}": v for k, v in metrics.items()}
                 | {"train/lr_epoch": record["lr"], "train/epoch_images_per_s": record["images_per_s"]},
                 step=state.global_step)
@@ -495,11 +495,14 @@ def _final_line(summary: dict, run_dir: Path) -> str:
     return f"{line} | ECE {last['ece']:.2f} % | student exported to {RunFolder(run_dir).student}"
 
 
-def _epoch_line(record: dict, state: TrainState, epochs: int) -> str:
+def _epoch_line(record: dict, state: TrainState, epochs: int, batches: int) -> str:
+    where = f"epoch {record['epoch']}/{epochs}"
+    if state.batches_done:  # evaluated inside an epoch (max_steps): say how far, not "epoch 0"
+        where = f"epoch {state.epoch + 1}/{epochs} (stopped after {state.batches_done}/{batches} batches)"
     losses = " ".join(f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_") and k != "train_time_s")
     ema = f"EMA top1 {record['ema_top1']:.2f} | " if "ema_top1" in record else ""
     return (
-        f"epoch {record['epoch']}/{epochs} | {losses} | lr {record['lr']:.4g} | "
+        f"{where} | {losses} | lr {record['lr']:.4g} | "
         f"top1 {record['top1']:.2f} top5 {record['top5']:.2f} nll {record['nll']:.4f} ece {record['ece']:.2f} | "
         f"{ema}best {state.best_top1:.2f}@{state.best_epoch} | {record['images_per_s']:.0f} img/s train, "
         f"eval {record['eval_time_s']:.1f} s"
