@@ -68,3 +68,17 @@ def make_run(tmp_path_factory):
         return cache[key]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def teacher_file(tmp_path_factory):
+    """An (untrained) cifar_resnet8 teacher saved as safetensors: the engine's mechanics need no accuracy."""
+    import timm
+    from safetensors.torch import save_file
+
+    import vitkd  # noqa: F401  (registers the CIFAR zoo with timm)
+
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
+    save_file(timm.create_model("cifar_resnet8", num_classes=10).state_dict(), str(path))
+    return path

@@ -7,23 +7,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import timm
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from vitkd.engine import NonFiniteLossError, train
 from vitkd.recipe import recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def teacher_file(tmp_path_factory):
-    """An (untrained) cifar_resnet8 teacher saved as safetensors: the mechanics need no accuracy."""
-    torch.manual_seed(123)
-    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_file(timm.create_model("cifar_resnet8", num_classes=10).state_dict(), str(path))
-    return path
 
 
 def make_recipe(out, teacher_file, **train):

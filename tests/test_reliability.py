@@ -36,14 +36,6 @@ from vitkd.recipe import recipe_from_dict
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def teacher_file(tmp_path_factory):
-    torch.manual_seed(123)
-    path = tmp_path_factory.mktemp("teacher") / "teacher.safetensors"
-    save_file(timm.create_model("cifar_resnet8", num_classes=10).state_dict(), str(path))
-    return path
-
-
 def _raw(out: Path, teacher: Path | None = None, lr: float = 0.05, **train_cfg) -> dict:
     raw = {
         "name": "reliability",

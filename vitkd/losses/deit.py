@@ -12,9 +12,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from vitkd.losses.functional import softened_kl, upcast
+from vitkd.losses.functional import upcast
+from vitkd.losses.kd import KDLoss
 from vitkd.losses.registry import DistillationLoss, register_loss
-from vitkd.losses.validation import check_logits, check_positive
+from vitkd.losses.validation import check_logits
 
 __all__ = ["DeiTHardLoss", "DeiTSoftLoss"]
 
@@ -34,11 +35,11 @@ class DeiTHardLoss(DistillationLoss):
 
 
 @register_loss("deit_soft")
-class DeiTSoftLoss(DistillationLoss):
+class DeiTSoftLoss(KDLoss):
     """DeiT's soft distillation: ``T² · Σ_i KL(softmax(z_t,i/T) ‖ softmax(z_s,i/T)) / (B · C)``.
 
     DeiT's code divides the summed KL by the number of logits B·C, not by the batch B as its paper's
-    formula and Hinton's KD (``kd``) do, so this equals ``KDLoss(T) / C``: vitkd follows the code, which
+    formula and Hinton's KD (``kd``) do, so this is ``KDLoss(T) / C``: vitkd follows the code, which
     produced DeiT's numbers. Inputs: student and teacher logits, (B, C) each. Output: a scalar
     (float32, or float64 for float64 inputs). The teacher side is detached.
 
@@ -48,12 +49,7 @@ class DeiTSoftLoss(DistillationLoss):
     """
 
     def __init__(self, temperature: float = 1.0):
-        super().__init__()
-        check_positive("temperature", temperature)
-        self.temperature = temperature
+        super().__init__(temperature)
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
-        check_logits(student_logits=student_logits, teacher_logits=teacher_logits)
-        student, teacher = upcast(student_logits), upcast(teacher_logits.detach())
-        kl = softened_kl(student, teacher, self.temperature)  # (B,)
-        return self.temperature**2 * kl.sum() / student.numel()
+        return super().forward(student_logits, teacher_logits) / student_logits.shape[-1]
