@@ -16,9 +16,7 @@ from timm.scheduler import create_scheduler_v2
 
 from vitkd.engine.metrics import NonFiniteLogitsError, per_sample_stats, summarise
 from vitkd.engine.resume import (
-    RESUMES_LOG,
     ResumeRecipeError,
-    keep_records,
     recipe_changes,
     record_resume,
     sync_schedule,
@@ -26,6 +24,7 @@ from vitkd.engine.resume import (
 from vitkd.engine.run_lock import LOCK_FILE, RunLockedError, acquire, release, run_lock
 from vitkd.models import load_weights
 from vitkd.recipe import RecipeError, recipe_from_dict, recipe_to_dict, validate_precision
+from vitkd.run_folder import RunFolder
 
 # ----------------------------------------------------------------------------- run lock
 
@@ -124,19 +123,20 @@ def test_precision_may_change_on_resume():
 
 
 def test_record_resume_appends_a_log_line(tmp_path):
-    line = record_resume(tmp_path, tmp_path / "step_1", 7, {"optim.lr": (0.05, 0.005)})
+    line = record_resume(RunFolder(tmp_path), tmp_path / "step_1", 7, {"optim.lr": (0.05, 0.005)})
     assert "optim.lr 0.05 -> 0.005" in line
-    record = json.loads((tmp_path / RESUMES_LOG).read_text())
+    record = json.loads((tmp_path / "resumes.jsonl").read_text())
     assert record["step"] == 7 and record["changes"] == {"optim.lr": [0.05, 0.005]}
 
 
-def test_keep_records_keeps_the_first_lines_and_drops_a_cut_line(tmp_path):
-    log = tmp_path / "metrics.jsonl"
+def test_keep_metrics_keeps_the_first_lines_and_drops_a_cut_line(tmp_path):
+    folder = RunFolder(tmp_path)
+    log = folder.metrics_file
     log.write_text('{"step": 22}\n{"step": 44}\n{"step": 44}\n{"step": 6')
-    assert keep_records(log, 2) == 2
+    assert folder.keep_metrics(2) == 2
     assert log.read_text() == '{"step": 22}\n{"step": 44}\n'
     log.write_text('{"step": 22}\n{"step": 4')
-    assert keep_records(log, 5) == 1 and log.read_text() == '{"step": 22}\n'
+    assert folder.keep_metrics(5) == 1 and log.read_text() == '{"step": 22}\n'
 
 
 @pytest.mark.parametrize("on_epochs", [True, False])

@@ -72,6 +72,9 @@ CHECKPOINTS_DIR = "checkpoints"
 STUDENT_DIR = "student"
 STUDENT_BEST_DIR = "student_best"
 STUDENT_EMA_DIR = "student_ema"
+RESUMES_FILE = "resumes.jsonl"
+# what a finished or partly run experiment leaves (recipe.yaml/run_info.json alone: a start that failed)
+RESULTS = (METRICS_FILE, SUMMARY_FILE, STUDENT_DIR, STUDENT_BEST_DIR, CHECKPOINTS_DIR)
 EXPORT_FOR_REPORT = {"best": STUDENT_BEST_DIR, "last": STUDENT_DIR, "ema": STUDENT_EMA_DIR}
 
 # Recipe keys that never change a run's result: two runs whose recipes differ only here are the same
@@ -122,6 +125,7 @@ class RunFolder:
     student = property(lambda self: self.path / STUDENT_DIR)
     student_best = property(lambda self: self.path / STUDENT_BEST_DIR)
     student_ema = property(lambda self: self.path / STUDENT_EMA_DIR)
+    resumes_file = property(lambda self: self.path / RESUMES_FILE)
 
     @property
     def is_finished(self) -> bool:
@@ -155,10 +159,49 @@ class RunFolder:
         lines = self.metrics_file.read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
+    def keep_metrics(self, count: int) -> int:
+        """Keep the first ``count`` records of ``metrics.jsonl`` and drop the rest, and any line a kill cut
+        short (a resumed run redoes the evaluations after its checkpoint). Returns how many were dropped;
+        the file is replaced atomically."""
+        if not self.metrics_file.is_file():
+            return 0
+        lines = [line for line in self.metrics_file.read_text().splitlines() if line.strip()]
+        kept = [line for line in lines[:count] if _is_json(line)]
+        if len(kept) != len(lines):
+            _atomic_write(self.metrics_file, "".join(f"{line}\n" for line in kept))
+        return len(lines) - len(kept)
+
+    def read_saved_recipe(self) -> dict[str, Any] | None:
+        """The run's resolved ``recipe.yaml`` as plain data (None before the run wrote it)."""
+        if not self.recipe_file.is_file():
+            return None
+        return yaml.safe_load(self.recipe_file.read_text()) or {}
+
+    def append_resume(self, record: Mapping[str, Any]) -> None:
+        """One line per resume in ``resumes.jsonl``: when, from which checkpoint, what the recipe changed."""
+        with self.resumes_file.open("a") as f:
+            f.write(json.dumps(record, default=str) + "\n")
+
+    def results_present(self) -> list[str]:
+        """Names of the non-empty results of an earlier run in this folder (metrics, exports, checkpoints)."""
+        return [name for name in RESULTS if (self.path / name).exists() and not _is_empty(self.path / name)]
+
 
 def is_finished(path: str | Path) -> bool:
     """Whether ``path`` is a finished run folder (it holds ``summary.json``)."""
     return RunFolder(path).is_finished
+
+
+def _is_json(line: str) -> bool:
+    try:
+        json.loads(line)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_empty(path: Path) -> bool:
+    return not any(path.iterdir()) if path.is_dir() else path.stat().st_size == 0
 
 
 def _atomic_write(path: Path, text: str) -> None:

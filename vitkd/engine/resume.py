@@ -3,7 +3,7 @@
 Keys that only steer how the run continues (learning rate and schedule, length, cadence, logging,
 clipping, precision, workers) may change; they take effect after the checkpoint is loaded because
 the optimiser's learning rate is recomputed from the new recipe's scheduler (:func:`sync_schedule`),
-and each resume is recorded in ``<run>/resumes.jsonl``. Keys that define the experiment (model,
+and each resume is recorded in the run folder (:meth:`vitkd.run_folder.RunFolder.append_resume`). Keys that define the experiment (model,
 data, batch, method, seed, optimiser type, ...) are refused with the differences listed: a resumed
 run would silently be a different experiment.
 """
@@ -11,17 +11,15 @@ run would silently be a different experiment.
 from __future__ import annotations
 
 import fnmatch
-import json
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
+from vitkd.run_folder import RunFolder, flatten
 
-__all__ = ["RESUMABLE_KEYS", "ResumeRecipeError", "check_fresh_run_dir", "check_resume_recipe", "keep_records",
-           "recipe_changes", "record_resume", "sync_schedule"]
+__all__ = ["RESUMABLE_KEYS", "ResumeRecipeError", "check_fresh_run_dir", "check_resume_recipe", "recipe_changes",
+           "record_resume", "sync_schedule"]
 
 # fnmatch patterns of the dotted recipe keys that may differ on --resume
 RESUMABLE_KEYS = (
@@ -31,26 +29,10 @@ RESUMABLE_KEYS = (
     "train.clip_grad", "train.mixed_precision", "train.cpu", "train.report", "train.gpus", "train.output_dir",
     "data.num_workers", "data.persistent_workers", "data.pin_memory", "data.cache_dir", "data.max_eval_samples",
 )
-RESUMES_LOG = "resumes.jsonl"
-# what a finished or partly run experiment leaves in its folder (recipe.yaml/run_info.json alone: a failed start)
-RESULTS = ("metrics.jsonl", "summary.json", "student", "student_best", "checkpoints")
 
 
 class ResumeRecipeError(ValueError):
     """The recipe given with --resume changes the experiment the checkpoint belongs to."""
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(data, Mapping):
-        return {prefix: data}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping) and value and key != "kwargs":
-            flat.update(_flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 def _resumable(key: str) -> bool:
@@ -63,7 +45,7 @@ def recipe_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str
     Raises:
         ResumeRecipeError: listing every refused difference.
     """
-    old_flat, new_flat = _flatten(saved), _flatten(new)
+    old_flat, new_flat = flatten(saved), flatten(new)
     keys = sorted(set(old_flat) | set(new_flat))
     missing = object()
     diffs = {k: (old_flat.get(k, missing), new_flat.get(k, missing)) for k in keys
@@ -80,20 +62,17 @@ def recipe_changes(saved: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str
     return show
 
 
-def check_resume_recipe(run_dir: Path, new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """:func:`recipe_changes` against ``run_dir/recipe.yaml`` (no changes when the run has none yet)."""
-    path = run_dir / "recipe.yaml"
-    if not path.is_file():
-        return {}
-    return recipe_changes(yaml.safe_load(path.read_text()) or {}, new)
+def check_resume_recipe(folder: RunFolder, new: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """:func:`recipe_changes` against the run's ``recipe.yaml`` (no changes when the run has none yet)."""
+    saved = folder.read_saved_recipe()
+    return {} if saved is None else recipe_changes(saved, new)
 
 
-def record_resume(run_dir: Path, checkpoint: Path, global_step: int, changes: Mapping[str, tuple[Any, Any]]) -> str:
-    """Append this resume to ``run_dir/resumes.jsonl`` (main process) and return a one-line description."""
-    record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoint": str(checkpoint), "step": global_step,
-              "changes": {k: list(v) for k, v in changes.items()}}
-    with (run_dir / RESUMES_LOG).open("a") as f:
-        f.write(json.dumps(record, default=str) + "\n")
+def record_resume(folder: RunFolder, checkpoint: Path, global_step: int,
+                  changes: Mapping[str, tuple[Any, Any]]) -> str:
+    """Record this resume in the run folder (main process) and return a one-line description."""
+    folder.append_resume({"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "checkpoint": str(checkpoint),
+                          "step": global_step, "changes": {k: list(v) for k, v in changes.items()}})
     applied = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in changes.items()) or "none"
     return f"resumed from {checkpoint} (step {global_step}); recipe changes applied: {applied}"
 
@@ -122,41 +101,11 @@ def sync_schedule(optimizer, scheduler, *, epoch: int, global_step: int, step_on
         scheduler.step_update(global_step)
 
 
-def check_fresh_run_dir(run_dir: Path) -> None:
+def check_fresh_run_dir(folder: RunFolder) -> None:
     """Refuse to start a fresh run (no --resume) in a folder holding another run's results or checkpoints."""
-    found = [name for name in RESULTS if (run_dir / name).exists() and not _empty(run_dir / name)]
+    found = folder.results_present()
     if found:
         raise FileExistsError(
-            f"{run_dir} already holds a run ({', '.join(found)}): pass --resume auto to continue it, or choose "
+            f"{folder.path} already holds a run ({', '.join(found)}): pass --resume auto to continue it, or choose "
             "another train.output_dir (e.g. --set train.output_dir=runs/new), or delete the folder to start over"
         )
-
-
-def _empty(path: Path) -> bool:
-    return not any(path.iterdir()) if path.is_dir() else path.stat().st_size == 0
-
-
-def keep_records(path: Path, count: int) -> int:
-    """Keep the first ``count`` lines of a JSONL log (``metrics.jsonl``) and drop the rest.
-
-    On resume every evaluation logged after the checkpoint is redone; without this the log would
-    hold it twice (``count`` is :attr:`TrainState.evals_logged`). A line cut short by a kill is dropped
-    too. Returns how many lines were dropped; the file is replaced atomically.
-    """
-    if not path.is_file():
-        return 0
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [line for line in lines[:count] if _complete_json(line)]
-    if len(kept) != len(lines):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, path)
-    return len(lines) - len(kept)
-
-
-def _complete_json(line: str) -> bool:
-    try:
-        json.loads(line)
-    except ValueError:
-        return False
-    return True

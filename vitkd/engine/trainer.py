@@ -45,7 +45,6 @@ from vitkd.engine.factory import Parts, build_parts, current_lr, updates_in_epoc
 from vitkd.engine.resume import (
     check_fresh_run_dir,
     check_resume_recipe,
-    keep_records,
     record_resume,
     sync_schedule,
 )
@@ -142,9 +141,9 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
 def _train_locked(recipe: Recipe, accelerator: Accelerator, resume: str | None, command: str | None) -> dict:
     cfg, run_dir = recipe.train, recipe.run_dir()
     if resume is None:
-        check_fresh_run_dir(run_dir)
+        check_fresh_run_dir(RunFolder(run_dir))
     resume_from = prepare_resume(accelerator, resume, RunFolder(run_dir).checkpoints)
-    changes = check_resume_recipe(run_dir, recipe_to_dict(recipe)) if resume_from is not None else {}
+    changes = check_resume_recipe(RunFolder(run_dir), recipe_to_dict(recipe)) if resume_from is not None else {}
     set_seed(cfg.seed)
     _warn_on_process_count(accelerator, cfg.gpus)
 
@@ -159,9 +158,9 @@ def _train_locked(recipe: Recipe, accelerator: Accelerator, resume: str | None, 
             accelerator.print("warning: train.model_ema restarts from the resumed student's weights: checkpoints "
                               "do not store the EMA weights yet")
     if resume is not None and accelerator.is_main_process:  # evaluations after the checkpoint are redone
-        keep_records(RunFolder(run_dir).metrics_file, state.evals_logged)
+        RunFolder(run_dir).keep_metrics(state.evals_logged)
         if resume_from is not None:
-            accelerator.print(record_resume(run_dir, resume_from, state.global_step, changes))
+            accelerator.print(record_resume(RunFolder(run_dir), resume_from, state.global_step, changes))
     accelerator.wait_for_everyone()  # every process reads the kept records (Trainer.last)
     teacher_name = "teacher " + " + ".join(t.name for t in recipe.teachers)
     teacher_metrics = (evaluate(parts.teacher, parts.eval_loader, accelerator, model_name=teacher_name)
