@@ -221,6 +221,7 @@ def _train_with_timm_task(recipe: Recipe, run_dir: Path) -> None:
                                  task_loss_weight=d.ce_weight, distill_loss_weight=d.kd_weight,
                                  temperature=d.kwargs.get("temperature", 4.0), device=accelerator.device,
                                  verbose=False)
+    updates, max_steps = 0, recipe.train.max_steps or math.inf
     for epoch in range(recipe.train.epochs):
         task.train()
         for images, labels in parts.train_loader:
@@ -228,8 +229,13 @@ def _train_with_timm_task(recipe: Recipe, run_dir: Path) -> None:
             accelerator.backward(loss)
             parts.optimizer.step()
             parts.optimizer.zero_grad(set_to_none=True)
+            updates += 1
+            if updates >= max_steps:
+                break
+        if updates >= max_steps:
+            break
         parts.scheduler.step(epoch + 1)
-    metrics = evaluate(parts.student, parts.eval_loader, accelerator) | {"epoch": recipe.train.epochs}
+    metrics = evaluate(parts.student, parts.eval_loader, accelerator) | {"epoch": epoch + 1, "step": updates}
     (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     (run_dir / SUMMARY_FILE).write_text(json.dumps({"report": "last", "last": metrics, "best": metrics}) + "\n")
 
