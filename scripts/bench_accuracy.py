@@ -94,13 +94,7 @@ def main() -> None:
         run_all([teacher], 1)
         run_all([s for specs in tune.values() for s in specs], args.jobs)
 
-    grid_results, chosen = {}, {}
-    for method, points in grids.items():
-        val = [accuracy.run_metrics(s.run_dir)["top1"] for s in tune[method]]
-        grid_results[method] = [{"point": p, "val_top1": v} for p, v in zip(points, val, strict=True)]
-        chosen[method] = points[accuracy.select_point(val)]
-    grid_results[accuracy.TIMM_KD], chosen[accuracy.TIMM_KD] = grid_results["kd"], chosen["kd"]
-
+    grid_results, chosen = _choose(grids, tune)
     tested = [*methods, accuracy.TIMM_KD]
     test = {m: {seed: spec(m, runs / "test" / m / f"seed{seed}",
                            [*accuracy.overrides_of(chosen[m]), f"train.seed={seed}", "data.eval_split=test",
@@ -111,25 +105,44 @@ def main() -> None:
     seeds = [seed for seed in args.seeds if all((Path(test[m][seed].run_dir) / SUMMARY_FILE).is_file() for m in tested)]
     if len(seeds) < 2:
         raise SystemExit(f"only {len(seeds)} test seed(s) finished for every method: nothing to compare yet")
-    wall_s = time.perf_counter() - start
-
+    all_runs = [teacher, *(s for specs in tune.values() for s in specs), *(test[m][s] for m in tested for s in seeds)]
+    run_s = sum(accuracy.recorded_wall_time(s.run_dir) or 0.0 for s in all_runs)
     summaries = accuracy.summarise(grid_results, chosen, {m: [Path(test[m][s].run_dir) for s in seeds] for m in tested},
                                    seeds)
-    kd_seed = load_recipe(test["kd"][seeds[0]].recipe_path, test["kd"][seeds[0]].overrides)
-    teacher_metrics = _teacher_test_metrics(Path(test["kd"][seeds[0]].run_dir))
+    _report(args, summaries, {m: test[m][seeds[0]] for m in tested}, runs / "teacher", seeds, data,
+            {"invocation_s": time.perf_counter() - start, "runs_s": run_s})
+
+
+def _choose(grids: dict[str, list[dict]], tune: dict[str, list[RunSpec]]) -> tuple[dict, dict]:
+    """Per method its grid with validation top-1 and the chosen point; ``kd_timm`` takes KD's."""
+    grid_results, chosen = {}, {}
+    for method, points in grids.items():
+        val = [accuracy.run_metrics(s.run_dir)["top1"] for s in tune[method]]
+        grid_results[method] = [{"point": p, "val_top1": v} for p, v in zip(points, val, strict=True)]
+        chosen[method] = points[accuracy.select_point(val)]
+    grid_results[accuracy.TIMM_KD], chosen[accuracy.TIMM_KD] = grid_results["kd"], chosen["kd"]
+    return grid_results, chosen
+
+
+def _report(args: argparse.Namespace, summaries: list, first_seed: dict[str, RunSpec], teacher_dir: Path,
+            seeds: list[int], data: Path, wall: dict[str, float]) -> None:
+    """JSON, Markdown and plots; reliability diagrams of the teacher, KD and LumiNet (first seed) on the test
+    images the runs were scored on."""
+    kd = first_seed["kd"]
+    kd_recipe = load_recipe(kd.recipe_path, kd.overrides)
+    teacher_metrics = _teacher_test_metrics(Path(kd.run_dir))
     reliability = {
-        f"teacher (ECE {teacher_metrics['ece']:.1f} %)": accuracy.model_reliability(runs / "teacher" / "student",
-                                                                                    kd_seed, ECE_BINS),
-        **{f"{m} seed {seeds[0]} (ECE {accuracy.run_metrics(test[m][seeds[0]].run_dir)['ece']:.1f} %)":
-           accuracy.model_reliability(Path(test[m][seeds[0]].run_dir) / "student", kd_seed, ECE_BINS)
-           for m in ("kd", "luminet") if m in test},
+        f"teacher (ECE {teacher_metrics['ece']:.1f} %)":
+            accuracy.model_reliability(teacher_dir / "student", kd_recipe, ECE_BINS),
+        **{f"{m} seed {seeds[0]} (ECE {accuracy.run_metrics(first_seed[m].run_dir)['ece']:.1f} %)":
+           accuracy.model_reliability(Path(first_seed[m].run_dir) / "student", kd_recipe, ECE_BINS)
+           for m in ("kd", "luminet") if m in first_seed},
     }
-    setting = _setting(args, kd_seed, seeds, data)
+    setting = _setting(args, kd_recipe, seeds, data)
     machine = machine_info()
-    table = accuracy.results_table(summaries)
-    markdown = _markdown(table, setting, teacher_metrics, machine, wall_s)
+    markdown = _markdown(accuracy.results_table(summaries), setting, teacher_metrics, machine, wall)
     write_outputs(args.out, "accuracy", {
-        "setting": setting, "teacher": teacher_metrics, "machine": machine, "wall_s": wall_s,
+        "setting": setting, "teacher": teacher_metrics, "machine": machine, "wall": wall,
         "methods": accuracy.summary_json(summaries), "reliability": reliability}, markdown)
     _plots(args.out, summaries, reliability, setting)
     print(markdown)
@@ -157,7 +170,7 @@ def _setting(args: argparse.Namespace, recipe, seeds: list[int], data: Path) -> 
     }
 
 
-def _markdown(table: str, setting: dict, teacher: dict, machine: dict, wall_s: float) -> str:
+def _markdown(table: str, setting: dict, teacher: dict, machine: dict, wall: dict[str, float]) -> str:
     return (
         f"## Accuracy: {setting['teacher']} → {setting['student']} on {setting['data']} {setting['image_size']} px\n\n"
         f"Students: {setting['train_images']} training images per seed ({setting['train_fraction']:.1%} of a "
@@ -167,8 +180,9 @@ def _markdown(table: str, setting: dict, teacher: dict, machine: dict, wall_s: f
         f"Teacher on the test set: top-1 {teacher['top1']:.2f} %, ECE {teacher['ece']:.2f} %, "
         f"NLL {teacher['nll']:.3f}.\n"
         f"Machine: {machine['nproc']} × {machine['cpu_model']}, torch {machine['torch']}, load average at the end "
-        f"{machine['load_average'][1]:.2f} (5 min). Wall time of this invocation: {wall_s / 60:.1f} min "
-        "(finished runs found in the folder are reused; s/run is each run's recorded training time).\n\n"
+        f"{machine['load_average'][1]:.2f} (5 min). Training time recorded by the reported runs (teacher, grid, "
+        f"test seeds): {wall['runs_s'] / 60:.1f} min; this invocation: {wall['invocation_s'] / 60:.1f} min "
+        "(finished runs found in the folder are reused; s/run: mean recorded time of one test run).\n\n"
         "Δ: paired difference of test top-1 (points), mean over seeds with its 95 % t-interval; p: paired "
         "t-test, Holm-corrected within each column's family.\n\n" + table
     )
