@@ -32,7 +32,7 @@ from vitkd.benchmark.accuracy import RunSpec
 from vitkd.benchmark.report import machine_info, write_outputs
 from vitkd.engine.metrics import ECE_BINS
 from vitkd.recipe import load_recipe
-from vitkd.results import SUMMARY_FILE
+from vitkd.run_folder import RunFolder, is_finished
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "bench"
 
@@ -83,7 +83,7 @@ def main() -> None:
         recipe_path = args.recipes / f"{'kd' if method == accuracy.TIMM_KD else method}.yaml"
         overrides = [f"data.source={data}", f"data.train_fraction={args.train_fraction}", *args.overrides, *extra]
         if load_recipe(recipe_path, overrides).teachers:
-            overrides.append(f"teacher.checkpoint={runs / 'teacher' / 'student'}")
+            overrides.append(f"teacher.checkpoint={RunFolder(runs / 'teacher').student}")
         return RunSpec(str(recipe_path), str(run_dir), overrides, timm=method == accuracy.TIMM_KD,
                        threads=args.threads)
 
@@ -102,7 +102,7 @@ def main() -> None:
                 for seed in args.seeds} for m in tested}
     if not args.report_only:  # seed-major: an interrupted benchmark has every method for its first seeds
         run_all([test[m][seed] for seed in args.seeds for m in tested], args.jobs)
-    seeds = [seed for seed in args.seeds if all((Path(test[m][seed].run_dir) / SUMMARY_FILE).is_file() for m in tested)]
+    seeds = [seed for seed in args.seeds if all(is_finished(test[m][seed].run_dir) for m in tested)]
     if len(seeds) < 2:
         raise SystemExit(f"only {len(seeds)} test seed(s) finished for every method: nothing to compare yet")
     all_runs = [teacher, *(s for specs in tune.values() for s in specs), *(test[m][s] for m in tested for s in seeds)]
@@ -133,9 +133,9 @@ def _report(args: argparse.Namespace, summaries: list, first_seed: dict[str, Run
     teacher_metrics = _teacher_test_metrics(Path(kd.run_dir))
     reliability = {
         f"teacher (ECE {teacher_metrics['ece']:.1f} %)":
-            accuracy.model_reliability(teacher_dir / "student", kd_recipe, ECE_BINS),
+            accuracy.model_reliability(RunFolder(teacher_dir).student, kd_recipe, ECE_BINS),
         **{f"{m} seed {seeds[0]} (ECE {accuracy.run_metrics(first_seed[m].run_dir)['ece']:.1f} %)":
-           accuracy.model_reliability(Path(first_seed[m].run_dir) / "student", kd_recipe, ECE_BINS)
+           accuracy.model_reliability(RunFolder(first_seed[m].run_dir).student, kd_recipe, ECE_BINS)
            for m in ("kd", "luminet") if m in first_seed},
     }
     setting = _setting(args, kd_recipe, seeds, data)
@@ -152,7 +152,7 @@ def _teacher_test_metrics(test_run: Path) -> dict:
     """The teacher's test-set metrics, as the engine measured them at the start of a test run."""
     import json
 
-    return json.loads((test_run / SUMMARY_FILE).read_text())["teacher"]
+    return json.loads(RunFolder(test_run).summary_file.read_text())["teacher"]
 
 
 def _setting(args: argparse.Namespace, recipe, seeds: list[int], data: Path) -> dict:

@@ -45,8 +45,8 @@ from pathlib import Path
 import yaml
 
 from vitkd.losses import available_losses
-from vitkd.recipe import Recipe, load_recipe, recipe_to_dict
-from vitkd.results import SUMMARY_FILE, read_run
+from vitkd.recipe import Recipe, load_recipe
+from vitkd.run_folder import RunFolder, is_finished, read_run
 
 __all__ = [
     "REFERENCE",
@@ -171,7 +171,7 @@ def run_spec(spec: RunSpec) -> float | None:
 
     torch.set_num_threads(spec.threads)
     run_dir = Path(spec.run_dir)
-    if (run_dir / SUMMARY_FILE).is_file():
+    if is_finished(run_dir):
         return recorded_wall_time(run_dir)
     recipe = load_recipe(spec.recipe_path, [*spec.overrides, f"train.output_dir={run_dir}"])
     if run_dir.exists():
@@ -198,8 +198,9 @@ def recorded_wall_time(run_dir: str | Path) -> float | None:
 def _train_with_timm_task(recipe: Recipe, run_dir: Path) -> None:
     """KD through timm's ``LogitDistillationTask``: the parts the engine would build (same seed, so the
     same initial student and data order), timm's task for the loss, a plain loop stepping the timm
-    scheduler per epoch as the engine does. Writes ``recipe.yaml`` and ``summary.json`` (last epoch) so
-    :func:`vitkd.results.read_run` reads it like an engine run. The engine's own loop is not reused here:
+    scheduler per epoch as the engine does. Writes the recipe, the summary (last epoch) and the exported
+    student through :class:`vitkd.run_folder.RunFolder`, so :func:`vitkd.run_folder.read_run` reads it like
+    an engine run. The engine's own loop is not reused here:
     the point is an implementation of the step that does not go through vitkd's task."""
     from accelerate.utils import set_seed
     from timm.task.distillation import LogitDistillationTask
@@ -208,12 +209,12 @@ def _train_with_timm_task(recipe: Recipe, run_dir: Path) -> None:
     from vitkd.engine.evaluate import evaluate
     from vitkd.engine.factory import build_parts
     from vitkd.engine.trainer import make_accelerator
+    from vitkd.export import export_student
 
     d = recipe.distill
     if d.method != "kd" or d.warmup_epochs:
         raise ValueError(f"the timm reference trains KD without warm-up; got method {d.method!r}, "
                          f"warmup_epochs {d.warmup_epochs}")
-    run_dir.mkdir(parents=True)
     accelerator = make_accelerator(recipe.train, run_dir)
     set_seed(recipe.train.seed)
     parts = build_parts(recipe).prepare(recipe, accelerator)
@@ -236,8 +237,10 @@ def _train_with_timm_task(recipe: Recipe, run_dir: Path) -> None:
             break
         parts.scheduler.step(epoch + 1)
     metrics = evaluate(parts.student, parts.eval_loader, accelerator) | {"epoch": epoch + 1, "step": updates}
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
-    (run_dir / SUMMARY_FILE).write_text(json.dumps({"report": "last", "last": metrics, "best": metrics}) + "\n")
+    folder = RunFolder(run_dir)
+    folder.write_recipe(recipe)
+    export_student(parts.student, folder.student, recipe.student, parts.info)
+    folder.write_summary({"report": "last", "last": metrics, "best": metrics})
 
 
 def run_metrics(run_dir: str | Path) -> dict[str, float]:
@@ -321,10 +324,10 @@ def model_reliability(model_dir: str | Path, recipe: Recipe, bins: int) -> list[
     import torch
 
     from vitkd.data import build_eval_loader
-    from vitkd.engine.evaluate import load_model
     from vitkd.engine.metrics import per_sample_stats
+    from vitkd.export import load_model
 
-    model = load_model(model_dir).eval()
+    model = load_model(model_dir)
     loader, _ = build_eval_loader(recipe.data, batch_size=256)
     with torch.no_grad():
         stats = torch.cat([per_sample_stats(model(images), targets) for images, targets in loader])
