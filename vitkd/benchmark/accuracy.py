@@ -200,8 +200,8 @@ def _train_with_timm_task(recipe: Recipe, run_dir: Path) -> None:
     same initial student and data order), timm's task for the loss, a plain loop stepping the timm
     scheduler per epoch as the engine does. Writes the recipe, the summary (last epoch) and the exported
     student through :class:`vitkd.run_folder.RunFolder`, so :func:`vitkd.run_folder.read_run` reads it like
-    an engine run. The engine's own loop is not reused here:
-    the point is an implementation of the step that does not go through vitkd's task."""
+    an engine run. The engine's loop is not reused on purpose: the point is a step that does not go
+    through vitkd's task."""
     from accelerate.utils import set_seed
     from timm.task.distillation import LogitDistillationTask
     from torch import nn
