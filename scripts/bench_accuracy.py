@@ -30,6 +30,7 @@ import torch
 from vitkd.benchmark import accuracy, plots
 from vitkd.benchmark.accuracy import RunSpec
 from vitkd.benchmark.report import machine_info, write_outputs
+from vitkd.cli import add_overrides_argument, user_errors
 from vitkd.engine.metrics import ECE_BINS
 from vitkd.recipe import load_recipe
 from vitkd.run_folder import RunFolder, is_finished
@@ -63,16 +64,21 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (processes)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per run")
     parser.add_argument("--report-only", action="store_true", help="train nothing; report what has finished")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="recipe override for every run (repeatable)")
+    add_overrides_argument(parser)  # applied to every run
     args = parser.parse_args()
     if len(args.seeds) < 2 or args.tune_seed in args.seeds:
         parser.error("--seeds needs ≥ 2 seeds, none of them the --tune-seed")
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
 
-    methods = accuracy.bench_methods(args.recipes)
-    grids = accuracy.grid_points(args.recipes / accuracy.GRID_FILE, methods)
+    with user_errors(parser, FileNotFoundError, ValueError):  # every recipe and grid point before training
+        methods = accuracy.bench_methods(args.recipes)
+        grids = accuracy.grid_points(args.recipes / accuracy.GRID_FILE, methods)
+        for name in ["teacher", *methods]:
+            load_recipe(args.recipes / f"{name}.yaml", args.overrides)
+        for method, points in grids.items():
+            for point in points:
+                load_recipe(args.recipes / f"{method}.yaml", [*args.overrides, *accuracy.overrides_of(point)])
     data = accuracy.prepare_split(args.out, validation_size=args.val_size, source=args.source)
     runs = args.out / "runs"
     teacher = RunSpec(str(args.recipes / "teacher.yaml"), str(runs / "teacher"),

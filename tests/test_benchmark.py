@@ -80,14 +80,14 @@ def test_loss_timings_cover_every_loss_and_table_is_relative_to_kd():
 
 @pytest.fixture(scope="module")
 def kd_workload():
-    torch.manual_seed(0)  # bench kd recipe: cifar_resnet20 -> cifar_resnet8, 16 px, 1 channel
+    torch.manual_seed(0)  # bench kd recipe: cifar_resnet20 -> cifar_resnet8, 28 px, 1 channel
     return steps.load_workload(BENCH_RECIPES / "kd.yaml", num_classes=10, batch_size=4, steps=2,
                                device=torch.device("cpu"))
 
 
 def test_workload_batches_follow_the_recipe(kd_workload):
     images, labels = kd_workload.batches[0]
-    assert images.shape == (4, 1, 16, 16) and labels.shape == (4,) and labels.dtype == torch.int64
+    assert images.shape == (4, 1, 28, 28) and labels.shape == (4,) and labels.dtype == torch.int64
     assert kd_workload.images_per_pass == 8
     assert kd_workload.recipe.teachers[0].checkpoint is None  # random teacher: nothing is read
 

@@ -225,8 +225,8 @@ def _train_with_timm_task(recipe: Recipe, run_dir: Path) -> None:
     updates, max_steps = 0, recipe.train.max_steps or math.inf
     for epoch in range(recipe.train.epochs):
         task.train()
-        for images, labels in parts.train_loader:
-            loss = task(images, labels)["loss"]
+        for batch in parts.train_loader:  # (images, targets[, sample indices for the logit cache])
+            loss = task(batch[0], batch[1])["loss"]
             accelerator.backward(loss)
             parts.optimizer.step()
             parts.optimizer.zero_grad(set_to_none=True)
