@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from vitkd.benchmark import accuracy, plots, speed, steps, timing
 from vitkd.benchmark.report import machine_info, markdown_table, write_outputs
 from vitkd.data import DataConfig
 from vitkd.engine.trainer import make_accelerator
 from vitkd.losses import available_losses
-from vitkd.recipe import TrainConfig, load_recipe, recipe_to_dict
+from vitkd.recipe import TrainConfig, load_recipe
 
 BENCH_RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "bench"
 
@@ -81,14 +80,14 @@ def test_loss_timings_cover_every_loss_and_table_is_relative_to_kd():
 
 @pytest.fixture(scope="module")
 def kd_workload():
-    torch.manual_seed(0)  # bench kd recipe: cifar_resnet20 -> cifar_resnet8, 16 px, 1 channel
+    torch.manual_seed(0)  # bench kd recipe: cifar_resnet20 -> cifar_resnet8, 28 px, 1 channel
     return steps.load_workload(BENCH_RECIPES / "kd.yaml", num_classes=10, batch_size=4, steps=2,
                                device=torch.device("cpu"))
 
 
 def test_workload_batches_follow_the_recipe(kd_workload):
     images, labels = kd_workload.batches[0]
-    assert images.shape == (4, 1, 16, 16) and labels.shape == (4,) and labels.dtype == torch.int64
+    assert images.shape == (4, 1, 28, 28) and labels.shape == (4,) and labels.dtype == torch.int64
     assert kd_workload.images_per_pass == 8
     assert kd_workload.recipe.teachers[0].checkpoint is None  # random teacher: nothing is read
 
@@ -137,81 +136,148 @@ def test_loader_throughput_is_positive(tmp_path):
     assert steps.loader_throughput(cfg, batch_size=16, batches=3, warmup=1) > 0
 
 
-# ----------------------------------------------------------------------------- accuracy aggregation
-
-FAKE_TOP1 = {  # method -> top-1 per seed (last epoch); curves are [top1 - 10, top1]
-    "none": [80.0, 82.0, 81.0],
-    "kd": [83.0, 84.0, 85.5],
-    "luminet": [84.0, 86.0, 85.0],
-}
+# ----------------------------------------------------------------------------- accuracy statistics
 
 
-def _fake_run(run_dir: Path, method: str, seed: int, top1: float) -> Path:
-    """A finished run folder as the engine writes it: recipe.yaml, summary.json, metrics.jsonl."""
-    recipe = load_recipe(BENCH_RECIPES / f"{method}.yaml", [f"train.seed={seed}"])
-    run_dir.mkdir(parents=True)
-    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe_to_dict(recipe)))
-    last = {"epoch": 2, "step": 10, "top1": top1, "top5": 99.0, "nll": 0.5, "ece": top1 / 20, "samples": 100}
-    (run_dir / "summary.json").write_text(json.dumps({"report": "last", "best": last, "last": last}))
-    records = [{"epoch": 2, "top1": top1}, {"epoch": 1, "top1": top1 - 10}]  # out of order on purpose
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    (run_dir / accuracy.WALL_TIME_FILE).write_text(json.dumps({"train_s": 10.0 * (seed + 1)}))
-    return run_dir
+def test_paired_comparison_matches_the_t_interval_and_scipy():
+    from scipy import stats
+
+    values, reference = [81.0, 83.5, 80.2, 82.9, 84.1], [80.0, 82.0, 80.5, 81.0, 82.6]
+    diffs = [a - b for a, b in zip(values, reference, strict=True)]
+    mean = sum(diffs) / 5
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / 4)
+    half = 2.7764451051977987 * sd / math.sqrt(5)  # t quantile 0.975 with 4 degrees of freedom (tables)
+    c = accuracy.paired_comparison(values, reference, "kd")
+    assert (c.reference, c.n) == ("kd", 5)
+    assert (c.mean, c.ci_low, c.ci_high) == pytest.approx((mean, mean - half, mean + half))
+    assert c.p == pytest.approx(stats.ttest_1samp(diffs, 0.0).pvalue)
+    assert c.p_holm is None
+    # a zero spread gives a zero-width interval instead of a division by zero
+    same = accuracy.paired_comparison([1.0, 2.0], [0.0, 1.0], "none")
+    assert (same.mean, same.ci_low, same.ci_high, same.p) == (1.0, 1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="≥ 2 pairs"):
+        accuracy.paired_comparison([1.0, 2.0], [1.0], "kd")
 
 
-@pytest.fixture
-def fake_runs(tmp_path):
-    return {
-        method: [_fake_run(accuracy.student_run_dir(tmp_path, method, seed), method, seed, top1)
-                 for seed, top1 in enumerate(values)]
-        for method, values in FAKE_TOP1.items()
-    }
+def _holm_rejections(p_values, alpha):
+    """Holm's step-down test as stated: reject the smallest p while p_(k) <= alpha / (m - k), stop at the first
+    that fails."""
+    rejected = set()
+    for k, i in enumerate(sorted(range(len(p_values)), key=lambda i: p_values[i])):
+        if p_values[i] > alpha / (len(p_values) - k):
+            break
+        rejected.add(i)
+    return rejected
 
 
-def test_summarise_methods_mean_std_and_deltas(fake_runs):
-    results = {r.method: r for r in accuracy.summarise_methods(fake_runs)}
-    assert list(results) == ["none", "kd", "luminet"]
-    mean = {m: sum(v) / len(v) for m, v in FAKE_TOP1.items()}
-    for method, values in FAKE_TOP1.items():
-        r = results[method]
-        assert r.n == 3
-        assert r.top1_mean == pytest.approx(mean[method])
-        assert r.top1_std == pytest.approx(math.sqrt(sum((v - mean[method]) ** 2 for v in values) / 2))
-        assert r.ece_mean == pytest.approx(mean[method] / 20)
-        assert r.curve_top1 == pytest.approx([mean[method] - 10, mean[method]])
-        assert r.train_s == pytest.approx(20.0)
-    assert results["luminet"].delta_kd == pytest.approx(mean["luminet"] - mean["kd"])
-    assert results["luminet"].delta_none == pytest.approx(mean["luminet"] - mean["none"])
-    assert results["kd"].delta_none == pytest.approx(mean["kd"] - mean["none"])
-    assert results["kd"].delta_kd is None and results["none"].delta_none is None
+@pytest.mark.parametrize("p_values", [[0.01, 0.04, 0.03, 0.005], [0.2, 0.001, 0.5, 0.02, 0.02, 0.9], [0.7]])
+def test_holm_adjusted_p_reject_exactly_what_the_step_down_test_rejects(p_values):
+    adjusted = accuracy.holm(p_values)
+    assert all(p <= a <= 1.0 for p, a in zip(p_values, adjusted, strict=True))
+    for alpha in (0.001, 0.01, 0.02, 0.04, 0.05, 0.1, 0.5):
+        assert {i for i, a in enumerate(adjusted) if a <= alpha} == _holm_rejections(p_values, alpha), alpha
+    if p_values == [0.01, 0.04, 0.03, 0.005]:  # by hand: 4·0.005, 3·0.01, max(2·0.03, ·), max(1·0.04, 0.06)
+        assert adjusted == pytest.approx([0.03, 0.06, 0.06, 0.02])
 
 
-def test_results_table_rows(fake_runs):
-    table = accuracy.results_table(accuracy.summarise_methods(fake_runs)).splitlines()
-    assert table[0] == "| method | n | top-1 (%) | Δ vs KD | Δ vs none | ECE (%) | train s/run |"
-    assert table[4] == "| luminet | 3 | 85.00 ± 1.00 | +0.83 | +4.00 | 4.25 ± 0.05 | 20 |"
+def test_reliability_bins_give_the_engines_ece():
+    from vitkd.engine.metrics import ECE_BINS, summarise
+
+    generator = torch.Generator().manual_seed(0)
+    confidence = torch.rand(500, generator=generator) * 0.9 + 0.1
+    correct = (torch.rand(500, generator=generator) < confidence ** 2).float()
+    stats = torch.stack([correct, correct, torch.zeros(500), confidence], dim=1)
+    bins = accuracy.reliability_bins(correct.tolist(), confidence.tolist(), ECE_BINS)
+    assert sum(b["count"] for b in bins) == 500 and len(bins) == ECE_BINS
+    ece = sum(b["count"] * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"]) / 500
+    assert 100 * ece == pytest.approx(summarise(stats)["ece"])
 
 
-def test_mean_curve_refuses_unequal_lengths():
-    assert accuracy.mean_curve([[1.0, 2.0], [3.0, 6.0]]) == [2.0, 4.0]
-    with pytest.raises(ValueError, match="different lengths"):
-        accuracy.mean_curve([[1.0, 2.0], [1.0]])
+def test_select_point_takes_the_best_and_the_first_of_ties():
+    assert accuracy.select_point([80.0, 82.0, 81.0]) == 1
+    assert accuracy.select_point([82.0, 80.0, 82.0]) == 0
 
 
-def test_summarise_refuses_a_method_whose_runs_differ(fake_runs, tmp_path):
-    odd = _fake_run(tmp_path / "odd", "kd", 7, 50.0)
-    raw = yaml.safe_load((odd / "recipe.yaml").read_text())
-    raw["optim"]["lr"] = 0.5
-    (odd / "recipe.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(ValueError, match="'kd' runs differ in more than the seed"):
-        accuracy.summarise_methods({**fake_runs, "kd": [*fake_runs["kd"], odd]})
+def test_bench_methods_are_the_registered_losses_with_a_bench_recipe(tmp_path):
+    assert accuracy.bench_methods(BENCH_RECIPES)[:2] == ["none", "kd"]
+    assert set(accuracy.bench_methods(BENCH_RECIPES)) == {"none", *available_losses()} & {
+        p.stem for p in BENCH_RECIPES.glob("*.yaml")}
+    for name in ("none", "luminet", "kd", "not_a_loss"):
+        (tmp_path / f"{name}.yaml").write_text("")
+    assert accuracy.bench_methods(tmp_path) == ["none", "kd", "luminet"]
+    with pytest.raises(FileNotFoundError, match="none.yaml is missing"):
+        accuracy.bench_methods(tmp_path / "absent")
 
 
-def test_train_or_reuse_returns_the_recorded_time_without_training(fake_runs):
-    run_dir = fake_runs["kd"][1]
-    before = (run_dir / "summary.json").read_text()
-    assert accuracy.train_or_reuse(BENCH_RECIPES / "kd.yaml", run_dir) == 20.0
-    assert (run_dir / "summary.json").read_text() == before
+def test_grid_points_are_the_product_and_every_method_needs_one(tmp_path):
+    points = accuracy.grid_points(BENCH_RECIPES / accuracy.GRID_FILE, accuracy.bench_methods(BENCH_RECIPES))
+    assert {len(p) for p in points.values()} == {4}  # the same budget for every method
+    assert points["kd"][1] == {"optim.lr": 0.05, "distill.kd_weight": 0.225}
+    for method, method_points in points.items():  # every point is a valid override of the method's recipe
+        for point in method_points:
+            load_recipe(BENCH_RECIPES / f"{method}.yaml", accuracy.overrides_of(point))
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("none: {optim.lr: [0.1]}\n")
+    with pytest.raises(ValueError, match=r"no grid for \['kd'\]"):
+        accuracy.grid_points(grid, ["none", "kd"])
+    grid.write_text("none: {optim.lr: []}\n")
+    with pytest.raises(ValueError, match="non-empty lists"):
+        accuracy.grid_points(grid, ["none"])
+
+
+@pytest.fixture(scope="module")
+def tiny_benchmark(tmp_path_factory):
+    """The real script on digits at 8 px: none and KD (plus timm's KD), two grid points for KD, two test
+    seeds, one update per run."""
+    import runpy
+
+    root = tmp_path_factory.mktemp("bench_accuracy")
+    recipes = root / "recipes"
+    recipes.mkdir()
+    for name in ("_base", "teacher", "none", "kd"):
+        (recipes / f"{name}.yaml").write_text((BENCH_RECIPES / f"{name}.yaml").read_text())
+    (recipes / "grid.yaml").write_text("none: {optim.lr: [0.05]}\nkd: {distill.kd_weight: [0.9, 0.225]}\n")
+    argv = ["bench_accuracy.py", "--out", str(root / "out"), "--recipes", str(recipes), "--source", "digits",
+            "--val-size", "100", "--train-fraction", "0.2", "--teacher-fraction", "0.2", "--test-samples", "60",
+            "--seeds", "0", "1", "--set", "train.epochs=1", "--set", "train.max_steps=1",
+            "--set", "data.image_size=8"]
+    script = str(Path(__file__).resolve().parents[1] / "scripts" / "bench_accuracy.py")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("sys.argv", argv)
+        runpy.run_path(script, run_name="__main__")
+        first = json.loads((root / "out" / "accuracy.json").read_text())
+        stamps = {p: p.stat().st_mtime_ns for p in (root / "out" / "runs").rglob("summary.json")}
+        mp.setattr("sys.argv", [*argv, "--report-only"])
+        runpy.run_path(script, run_name="__main__")
+    return root / "out", first, stamps
+
+
+def test_pipeline_json_has_settings_seeds_and_corrected_comparisons(tiny_benchmark):
+    out, data, _ = tiny_benchmark
+    methods = data["methods"]
+    assert list(methods) == ["none", "kd", accuracy.TIMM_KD]
+    assert data["setting"]["seeds"] == [0, 1] and data["setting"]["test_images"] == 60
+    assert [p["point"] for p in methods["kd"]["grid"]] == [{"distill.kd_weight": 0.9}, {"distill.kd_weight": 0.225}]
+    best = max(methods["kd"]["grid"], key=lambda p: p["val_top1"])
+    assert methods["kd"]["chosen"] == best["point"] == methods[accuracy.TIMM_KD]["chosen"]
+    for name, m in methods.items():
+        assert m["seeds"] == [0, 1] and len(m["top1"]) == len(m["ece"]) == len(m["nll"]) == 2
+        assert m["top1_ci"][0] <= m["top1_mean"] <= m["top1_ci"][1]
+        assert set(m["comparisons"]) == {"kd", "none"} - {name}
+        for c in m["comparisons"].values():
+            assert c["n"] == 2 and c["ci_low"] <= c["mean"] <= c["ci_high"] and c["p"] <= c["p_holm"] <= 1
+    kd_vs_none = methods["kd"]["comparisons"]["none"]["mean"]
+    assert kd_vs_none == pytest.approx(-methods["none"]["comparisons"]["kd"]["mean"])
+    assert set(data["reliability"]) and all(len(b) == 15 for b in data["reliability"].values())
+    for name in ("accuracy.md", "accuracy_top1.png", "accuracy_paired.png", "accuracy_reliability.png"):
+        assert (out / name).is_file(), name
+
+
+def test_pipeline_reuses_finished_runs(tiny_benchmark):
+    out, first, stamps = tiny_benchmark
+    assert len(stamps) == 1 + 3 + 3 * 2  # teacher, the grid, the test seeds
+    assert {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("summary.json")} == stamps
+    assert json.loads((out / "accuracy.json").read_text())["methods"] == first["methods"]
 
 
 # ----------------------------------------------------------------------------- reports and plots
@@ -235,9 +301,10 @@ def test_write_outputs_round_trips_and_refuses_nan(tmp_path):
 
 
 def test_plots_write_small_pngs(tmp_path):
-    bars = plots.bar_chart(["none", "kd"], {"top-1": ([80.0, 82.0], [1.0, None]), "ECE": ([3.0, 2.0], [0.5, 0.2])},
-                           tmp_path / "bars.png", title="t")
-    curves = plots.learning_curves({"none": [70.0, 80.0], "kd": [72.0, 82.0]}, tmp_path / "curves.png", ylabel="top-1")
-    for path in (bars, curves):
+    intervals = plots.interval_panels({"a": {"none": (80.0, 79.0, 81.0), "kd": (82.0, 81.5, 82.5)},
+                                       "b": {"kd": (1.0, -0.5, 2.5)}}, tmp_path / "ci.png", xlabel="x", zero_line=True)
+    bins = accuracy.reliability_bins([1.0, 0.0, 1.0], [0.95, 0.5, 0.55], 15)
+    reliability = plots.reliability_diagrams({"teacher": bins, "kd": bins}, tmp_path / "rel.png", title="t")
+    for path in (intervals, reliability):
         data = path.read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 100_000

@@ -96,6 +96,23 @@ def test_train_fraction_is_stratified_and_seeded(sources):
     assert first["image"] == subset(0)["image"]
 
 
+@pytest.mark.parametrize("fraction, seed", [(0.3, 0), (0.5, 7), (0.13, 100)])
+def test_stratified_fraction_is_datasets_train_test_split_draw(fraction, seed):
+    """The fast path draws exactly the rows ``train_test_split(stratify_by_column=...)`` keeps."""
+    import numpy as np
+
+    from vitkd.data.loaders import stratified_fraction
+
+    labels = [i % 3 if i % 7 else 3 for i in range(90)]  # unequal classes
+    ds = datasets.Dataset.from_dict(
+        {"row": list(range(90)), "label": labels},
+        features=datasets.Features({"row": datasets.Value("int64"), "label": datasets.ClassLabel(num_classes=4)}),
+    )
+    expected = ds.train_test_split(train_size=fraction, stratify_by_column="label", seed=seed)["train"]["row"]
+    assert stratified_fraction(ds, fraction, seed)["row"] == sorted(expected)
+    assert not np.array_equal(stratified_fraction(ds, fraction, seed + 1)["row"], sorted(expected))
+
+
 def test_max_eval_samples(sources):
     _, evaluation, _ = build_loaders(config(sources["dict"], max_eval_samples=5), batch_size=4)
     assert len(evaluation.dataset) == 5

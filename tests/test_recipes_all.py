@@ -28,7 +28,8 @@ from vitkd.engine.factory import build_optimizer, build_task
 from vitkd.recipe import ModelConfig, Recipe, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-ALL_FILES = sorted(RECIPES.rglob("*.yaml"))
+# recipes/bench/grid.yaml is the accuracy benchmark's tuning grid (recipe keys -> values), not a recipe
+ALL_FILES = sorted(p for p in RECIPES.rglob("*.yaml") if p.name != "grid.yaml")
 RUNNABLE = [p for p in ALL_FILES if not p.name.startswith("_")]
 BASES = [p for p in ALL_FILES if p.name.startswith("_")]
 

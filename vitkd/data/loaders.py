@@ -172,21 +172,21 @@ class AugmentedRows(Dataset):
 def stratified_fraction(ds: datasets.Dataset, fraction: float, seed: int) -> datasets.Dataset:
     """Seeded subset of ``fraction`` of ``ds``, class proportions (nearly) kept, in dataset order.
 
-    The stratified draw (datasets' ``train_test_split``) runs on an in-memory table of row numbers and
-    labels: on the dataset itself it would write index files next to the data, even with
-    ``keep_in_memory`` (which it then rejects), and the data folder may be read-only.
+    The draw is the one ``Dataset.train_test_split(train_size=fraction, stratify_by_column="label",
+    seed=seed)`` makes (same sizes, generator and datasets' own stratified sampler), called on the label
+    array directly: ``train_test_split`` itself converts the label column row by row (about 6 s of CPU
+    for 57 500 rows with datasets 5) and writes index files next to the data, which may be read-only.
     """
-    rows = datasets.Dataset.from_dict(
-        {"row": np.arange(len(ds)), "label": ds.with_format("arrow")["label"].to_numpy()},
-        features=datasets.Features({"row": datasets.Value("int64"), "label": ds.features["label"]}),
-    )
+    from datasets.utils.stratify import stratified_shuffle_split_generate_indices
+
+    labels = ds.with_format("arrow")["label"].to_numpy()
+    n_train = math.floor(fraction * len(ds))
     try:
-        kept = rows.train_test_split(train_size=fraction, stratify_by_column="label", seed=seed)["train"]
-    except ValueError as exc:
-        raise ValueError(
-            f"data.train_fraction={fraction} cannot split {len(ds)} samples by class: {exc}"
-        ) from exc
-    return ds.select(np.sort(kept.with_format("numpy")["row"]), keep_in_memory=True)
+        kept, _ = next(stratified_shuffle_split_generate_indices(
+            labels, n_train, len(ds) - n_train, rng=np.random.default_rng(seed)))
+    except Exception as exc:  # datasets raises a bare Exception("Minimum class count error")
+        raise ValueError(f"data.train_fraction={fraction} cannot split {len(ds)} samples by class: {exc}") from exc
+    return ds.select(np.sort(kept), keep_in_memory=True)
 
 
 def fixed_subset(ds: datasets.Dataset, size: int) -> datasets.Dataset:
