@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -36,8 +37,14 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     from vitkd.engine import train  # after the recipe check: a bad recipe fails before torch/timm load
 
     command = " ".join([prog, *argv]) if prog and argv is not None else None  # None: this process's command line
-    with user_errors(parser, *_run_errors()):  # preflight problems (RecipeError) and run failures
-        train(recipe, resume=args.resume, command=command)
+    from vitkd.engine.trainer import RunPreempted
+
+    try:
+        with user_errors(parser, *_run_errors()):  # preflight problems (RecipeError) and run failures
+            train(recipe, resume=args.resume, command=command)
+    except RunPreempted as stop:  # SIGTERM/SIGINT: checkpoint written, a clean exit with the resume hint
+        if os.environ.get("RANK", "0") == "0":
+            print(stop, flush=True)
     return 0
 
 

@@ -2,6 +2,6 @@
 
 from vitkd.engine.evaluate import evaluate
 from vitkd.engine.task import DistillationTask, TeacherEnsemble
-from vitkd.engine.trainer import NonFiniteLossError, train
+from vitkd.engine.trainer import NonFiniteLossError, RunPreempted, train
 
-__all__ = ["DistillationTask", "NonFiniteLossError", "TeacherEnsemble", "evaluate", "train"]
+__all__ = ["DistillationTask", "NonFiniteLossError", "RunPreempted", "TeacherEnsemble", "evaluate", "train"]

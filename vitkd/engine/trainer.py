@@ -55,9 +55,14 @@ from vitkd.preflight import check_runnable
 from vitkd.recipe import Recipe, TrainConfig, recipe_to_dict, validate_precision
 from vitkd.run_folder import RunFolder, command_line, file_sha256, package_versions, tracker_config
 
-__all__ = ["NonFiniteLossError", "Trainer", "make_accelerator", "train"]
+__all__ = ["NonFiniteLossError", "RunPreempted", "Trainer", "make_accelerator", "train"]
 
 logger = logging.getLogger(__name__)
+
+
+class RunPreempted(Exception):
+    """A SIGTERM/SIGINT stopped the run at a step boundary after saving a checkpoint; the message says how
+    to continue. The command line reports it and exits 0 (schedulers treat preemption as success)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -128,8 +133,8 @@ def train(recipe: Recipe, *, resume: str | None = None, command: str | None = No
     continues from the latest complete checkpoint if there is one, a path continues from that checkpoint;
     the recipe may differ from the run's only in the keys of :data:`vitkd.engine.resume.RESUMABLE_KEYS`.
     The run folder is locked for the run (:mod:`vitkd.engine.run_lock`).
-    A SIGTERM/SIGINT stops at the next step boundary with a checkpoint; the summary then has
-    ``"preempted": True`` and no export is written.
+    A SIGTERM/SIGINT stops at the next step boundary with a checkpoint and raises :class:`RunPreempted`
+    (no export is written; a loop over runs stops too).
     """
     check_runnable(recipe)  # every problem of the recipe at once, before any data is read
     accelerator = make_accelerator(recipe.train, recipe.run_dir())
@@ -174,10 +179,9 @@ def _train_locked(recipe: Recipe, accelerator: Accelerator, resume: str | None, 
     with _stop_on_signals(trainer):
         summary = trainer.fit()
     if summary.get("preempted"):
-        accelerator.print(f"stopped by a signal at step {state.global_step}; checkpoint saved. Continue with: "
-                          f"{command or 'scripts/distill.py --recipe <recipe>'} --resume auto")
         accelerator.end_training()
-        return summary
+        raise RunPreempted(f"stopped by a signal at step {state.global_step}; checkpoint saved. Continue with: "
+                           f"{command or 'scripts/distill.py --recipe <recipe>'} --resume auto")
     if teacher_metrics is not None:
         summary["teacher"] = teacher_metrics
     accelerator.print(_final_line(summary, run_dir))
