@@ -403,9 +403,13 @@ class Trainer:
         return self.cfg.max_steps is not None and self.state.global_step >= self.cfg.max_steps
 
     def _stop_agreed(self) -> bool:
-        """Whether any process was asked to stop (all processes must stop at the same step)."""
+        """Whether any process was asked to stop (all processes must stop at the same step). With several
+        processes they agree every ``log_every`` updates only: the all-reduce syncs the device, which a
+        per-step check would pay on every update."""
         if self.accelerator.num_processes == 1:
             return self.stop_requested
+        if self.state.global_step % self.cfg.log_every:
+            return False
         flag = torch.tensor([float(self.stop_requested)], device=self.accelerator.device)
         self.stop_requested = bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
         return self.stop_requested
