@@ -35,7 +35,7 @@ import pickle
 import re
 import shutil
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import load as accelerate_load
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = [
@@ -133,11 +134,14 @@ def _typed(name: str, value: object, hint: type) -> int | float:
 # ----------------------------------------------------------------------------- saving
 
 
-def save_checkpoint(accelerator: Accelerator, root: Path, global_step: int, keep: int, state: TrainState) -> Path:
+def save_checkpoint(accelerator: Accelerator, root: Path, global_step: int, keep: int, state: TrainState,
+                    extra_models: Mapping[str, nn.Module] | None = None) -> Path:
     """Save the full training state to ``root/step_<global_step>`` atomically; keep the newest ``keep``.
 
-    Must be called on every process (each one writes its own RNG state). Raises :class:`DiskFullError`
-    (after removing the partial folder) when the file system fills up.
+    ``extra_models``: models outside Accelerate's state (e.g. ``{"ema": ema_student}``), each written as
+    ``<name>.safetensors`` and listed in the manifest like every other file. Must be called on every process
+    (each one writes its own RNG state). Raises :class:`DiskFullError` (after removing the partial folder)
+    when the file system fills up.
     """
     final = root / f"step_{global_step:09d}"
     tmp = root / f".tmp_{final.name}"
@@ -152,6 +156,8 @@ def save_checkpoint(accelerator: Accelerator, root: Path, global_step: int, keep
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             _write_json(tmp / TRAIN_STATE, state.state_dict())
+            for name, model in (extra_models or {}).items():
+                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / f"{name}.safetensors"))
             _write_json(tmp / MANIFEST, {"format": FORMAT, "global_step": global_step, "files": _hash_files(tmp)})
     if accelerator.is_main_process:
         _swap_in(tmp, final)
@@ -309,8 +315,10 @@ def verify_checkpoint(path: Path) -> dict:
     return manifest
 
 
-def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState) -> None:
-    """Verify ``path`` (:func:`verify_checkpoint`), then restore ``state`` and Accelerate's state.
+def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState,
+                    extra_models: Mapping[str, nn.Module] | None = None) -> list[str]:
+    """Verify ``path`` (:func:`verify_checkpoint`), then restore ``state``, Accelerate's state and the
+    ``extra_models`` :func:`save_checkpoint` wrote; returns the names of extra models the checkpoint lacks.
 
     Every pickle is read with ``weights_only=True``; the RNG files are pre-checked here because
     Accelerate only logs (at info level) a random-state file it cannot read and goes on.
@@ -329,6 +337,14 @@ def load_checkpoint(accelerator: Accelerator, path: Path, state: TrainState) -> 
             f"refusing to load checkpoint {path}: a file holds objects other than tensors and numbers "
             f"({str(err).splitlines()[0]}); vitkd loads pickles with weights_only=True only"
         ) from err
+    missing = []
+    for name, model in (extra_models or {}).items():
+        file = path / f"{name}.safetensors"
+        if file.is_file():
+            model.load_state_dict(load_file(str(file), device=str(accelerator.device)))
+        else:
+            missing.append(name)
+    return missing
 
 
 # ----------------------------------------------------------------------------- finiteness

@@ -155,13 +155,13 @@ def _train_locked(recipe: Recipe, accelerator: Accelerator, resume: str | None, 
     parts = build_parts(recipe).prepare(recipe, accelerator)
     state = TrainState()
     if resume_from is not None:
-        load_checkpoint(accelerator, resume_from, state)
+        missing = load_checkpoint(accelerator, resume_from, state, _extra_models(parts))
         sync_schedule(parts.optimizer, parts.scheduler, epoch=state.epoch, global_step=state.global_step,
                       step_on_epochs=recipe.schedule.step_on_epochs)
-        if parts.ema is not None:  # checkpoints hold no EMA weights yet (vitkd registers no custom objects)
+        if "ema" in missing:  # a checkpoint written before vitkd stored the EMA student
             parts.ema.set(accelerator.unwrap_model(parts.student, keep_torch_compile=False))
-            accelerator.print("warning: train.model_ema restarts from the resumed student's weights: checkpoints "
-                              "do not store the EMA weights yet")
+            accelerator.print(f"warning: {resume_from} holds no EMA weights: train.model_ema restarts from the "
+                              "resumed student's weights")
     if resume is not None and accelerator.is_main_process:  # evaluations after the checkpoint are redone
         RunFolder(run_dir).keep_metrics(state.evals_logged)
         if resume_from is not None:
@@ -363,7 +363,7 @@ class Trainer:
         self._checked_window_means()  # never save weights that a NaN step has already touched
         check_finite_weights(self.accelerator, self.parts.student, self.parts.optimizer, advice=self._advice())
         save_checkpoint(self.accelerator, self.ckpt_root, self.state.global_step, self.cfg.keep_checkpoints,
-                        self.state)
+                        self.state, _extra_models(self.parts))
         self.saved_step = self.state.global_step
 
     def export(self, out_dir: Path, model: torch.nn.Module | None = None) -> None:
@@ -434,6 +434,11 @@ class Trainer:
             "epochs_completed": self.state.epoch,
             "steps": self.state.global_step,
         }
+
+
+def _extra_models(parts: Parts) -> dict[str, torch.nn.Module]:
+    """What a checkpoint holds beside Accelerate's state: the EMA student, when there is one."""
+    return {"ema": parts.ema.module} if parts.ema is not None else {}
 
 
 class _stop_on_signals:
