@@ -145,7 +145,10 @@ def _optimizer_section(recipe: Recipe, problems: list[str]) -> dict[str, Any] | 
         "betas": list(defaults["betas"]) if "betas" in defaults else None,
         "weight_decay": max(group["weight_decay"] for group in optimizer.param_groups),
         "weight_decay_on_bias_and_norm": not recipe.optim.filter_bias_and_bn,
-        "settings": {k: v for k, v in defaults.items() if isinstance(v, (int, float, bool, str, type(None)))},
+        # the settings the parameters train with (timm puts weight decay into the param groups, so the
+        # optimiser's own defaults can show 0 where every weight decays)
+        "settings": {k: v for k, v in optimizer.param_groups[0].items()
+                     if k != "params" and isinstance(v, (int, float, bool, str, type(None)))},
     }
 
 
