@@ -184,3 +184,13 @@ def test_task_reads_the_cache_by_indices_and_refuses_batches_without_them(dense_
     assert torch.allclose(out["kd"], build_loss("kd")(student(images), cache.logits(1, rows, 0)))
     with pytest.raises(ValueError, match="needs the batch's dataset indices"):
         task(images, targets)
+
+
+def test_cache_speed_times_the_three_ways_through_the_engine(tmp_path):
+    from vitkd.benchmark.cache_speed import cache_speed
+
+    r = cache_speed(Path(__file__).resolve().parents[1] / "recipes/cifar100/table1/resnet56-resnet20_kd.yaml",
+                    tmp_path, per_class=2, reps=1)
+    assert min(r["live_s"], r["cached_s"], r["no_teacher_s"], r["write_s"]) > 0
+    assert r["cached_over_live"] == pytest.approx(r["cached_s"] / r["live_s"])
+    assert r["bytes_per_sample_epoch"] == 100 * 4 + 16  # float32 logits of 100 classes + row index and label

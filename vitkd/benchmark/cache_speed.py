@@ -23,6 +23,7 @@ from safetensors.torch import save_file
 from vitkd.data.synthetic import write_image_folder
 from vitkd.engine import train
 from vitkd.recipe import load_recipe
+from vitkd.run_folder import RunFolder
 from vitkd.teacher_cache import bytes_per_sample, write_cache
 
 __all__ = ["cache_speed"]
@@ -31,8 +32,7 @@ __all__ = ["cache_speed"]
 def _train_seconds(recipe_path: Path, overrides: list[str], run_dir: Path) -> float:
     """Summed ``train_time_s`` of a run's epochs."""
     train(load_recipe(recipe_path, [*overrides, f"train.output_dir={run_dir}"]))
-    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return sum(r["train_time_s"] for r in records)
+    return sum(r["train_time_s"] for r in RunFolder(run_dir).read_metrics())
 
 
 def cache_speed(
