@@ -20,8 +20,8 @@ from vitkd.data import (
     sources,
 )
 from vitkd.data.loaders import build_streaming_train_loader
+from vitkd.data.splits import parse_split, stream_rows
 from vitkd.data.synthetic import random_image_dataset, write_image_folder
-from vitkd.recipe import RecipeError, recipe_from_dict
 
 CARD = """---
 configs:
@@ -294,7 +294,7 @@ def no_stream_shutdown_pause(monkeypatch):
 
 def streaming_config(root, tmp_path, **kwargs) -> DataConfig:
     return DataConfig(
-        str(root), streaming=True, transform="none", num_workers=0, cache_dir=str(tmp_path / "c"), **kwargs
+        str(root), streaming=True, transform="none", cache_dir=str(tmp_path / "c"), **{"num_workers": 0, **kwargs}
     )
 
 
@@ -322,10 +322,9 @@ def test_streaming_shards_across_processes_and_slices(tmp_path):
     root = write_parquet_repo(tmp_path / "repo", card=False)
     cfg = streaming_config(root, tmp_path, train_split="train[:10]")
     classes = load_dataset(str(root), "validation").features["label"]
-    shares = [
-        [row["label"] for row in sources.stream_train_split(cfg, classes, rank=r, world_size=2, seed=0)]
-        for r in range(2)
-    ]
+    streams = [sources.stream_train_split(cfg, classes, rank=r, world_size=2, seed=0) for r in range(2)]
+    assert [rows for _, rows in streams] == [10, 10]  # the whole slice: the epoch length is shared
+    shares = [[row["label"] for row in stream] for stream, _ in streams]
     assert [len(s) for s in shares] == [5, 5]
     assert sorted(shares[0] + shares[1]) == sorted(load_dataset(str(root), "train[:10]")["label"])
 
@@ -352,12 +351,66 @@ def test_streamed_label_out_of_range_is_named(tmp_path):
         list(loader)
 
 
-def test_a_recipe_refuses_streaming_until_the_engine_takes_it():
-    raw = {
-        "name": "s",
-        "data": {"source": "digits", "streaming": True},
-        "student": "cifar_resnet8",
-        "distill": {"method": "none"},
-    }
-    with pytest.raises(RecipeError, match="data.streaming: the training engine does not take"):
-        recipe_from_dict(raw)
+def write_sharded_parquet(root, shards=3, per_shard=4):
+    """A parquet folder of ``shards`` files (3 classes, 8 px): a stream of ``shards`` shards."""
+    (root / "data").mkdir(parents=True)
+    for shard in range(shards):
+        random_image_dataset(3, 2, 8, seed=shard).select(range(per_shard)).to_parquet(
+            root / "data" / f"train-{shard:05d}-of-{shards:05d}.parquet")
+    random_image_dataset(3, 2, 8, seed=9).to_parquet(root / "data" / "validation-00000-of-00001.parquet")
+    return root
+
+
+def test_resumed_streamed_epoch_continues_with_the_same_batches_for_any_worker_count(tmp_path):
+    root = write_sharded_parquet(tmp_path / "repo")
+    for workers in (0, 2):
+        train = build_loaders(streaming_config(root, tmp_path, num_workers=workers), batch_size=2, seed=1)[0]
+        assert len(train) == 6  # 12 rows, batch 2
+        whole = list(train)
+        assert len(whole) == 6 and len({i for _, _, indices in whole for i in indices.tolist()}) == 12
+        for skip in (1, 3):
+            rest = list(train.skip_first_batches(skip))
+            assert len(rest) == 6 - skip
+            for got, expected in zip(rest, whole[skip:], strict=True):
+                assert all(torch.equal(a, b) for a, b in zip(got, expected, strict=True))
+
+
+def test_skipped_streamed_batches_are_neither_decoded_nor_augmented(tmp_path, monkeypatch):
+    train = build_loaders(streaming_config(write_sharded_parquet(tmp_path / "repo"), tmp_path), batch_size=2)[0]
+    augmented = []
+    augment = train.dataset.transform
+
+    class Counting(type(augment)):  # counts the samples it augments
+        def __call__(self, image, key):
+            augmented.append(key)
+            return super().__call__(image, key)
+
+    monkeypatch.setattr(augment, "__class__", Counting)
+    assert len(list(train.skip_first_batches(4))) == 2
+    assert len(augmented) == 4  # the 2 batches of 2 trained on, not the 4 skipped
+
+
+def test_a_worker_whose_shards_run_out_starts_over_to_fill_the_epoch(tmp_path):
+    root = write_sharded_parquet(tmp_path / "repo", shards=3, per_shard=4)
+    # 2 workers: shards 0 and 2 (8 rows) to worker 0, shard 1 (4 rows) to worker 1; each makes 3 of the
+    # 6 batches of 2, so worker 1 reads its 4 rows and then 2 of them again
+    train = build_loaders(streaming_config(root, tmp_path, num_workers=2), batch_size=2, seed=0)[0]
+    batches = list(train)
+    assert len(batches) == 6
+    indices = [i for _, _, batch in batches for i in batch.tolist()]
+    assert len(set(indices)) == 12  # running positions: the repeated rows are new samples
+
+
+def test_streamed_epoch_length_is_the_declared_size_cut_by_the_slice(tmp_path):
+    def rows(stream, split):
+        return sources._streamed_rows(stream, "train", *stream_rows("train", parse_split(split)[1]),
+                                      DataConfig("src", train_split=split))
+
+    undeclared = datasets.IterableDataset.from_generator(lambda: iter([{"label": 0}] * 30))
+    with pytest.raises(ValueError, match=r"does not declare its size.*data.train_split: 'train\[:1281167\]'"):
+        rows(undeclared, "train")
+    assert rows(undeclared, "train[5:25]") == 20
+    declared = sources._declare_rows(undeclared, "train", 30)
+    assert (rows(declared, "train"), rows(declared, "train[10:]"), rows(declared, "train[:100]")) == (30, 20, 30)
+    with pytest.raises(ValueError, match="selects no rows of the 30"):
+        rows(declared, "train[40:]")

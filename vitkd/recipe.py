@@ -498,10 +498,9 @@ def _validate(recipe: Recipe) -> None:
     _validate_method(recipe)
     _validate_student(recipe)
     _validate_regularisation(recipe)
-    if recipe.data.streaming:  # remove once the engine runs without len(train_loader) / accelerator.prepare
-        raise RecipeError("data.streaming: the training engine does not take a streamed training split yet (it "
-                          "needs the epoch length); set data.streaming: false, or use "
-                          "vitkd.data.build_loaders directly")
+    if recipe.data.streaming and any(t.cache for t in recipe.teachers):
+        raise RecipeError("teacher.cache with data.streaming: a cache stores logits per dataset row, and a streamed "
+                          "split has no fixed rows; remove teacher.cache or set data.streaming: false")
     if recipe.hub.push and not recipe.hub.repo_id:
         raise RecipeError("hub.push is true but hub.repo_id is empty: set hub.repo_id: owner/name")
 

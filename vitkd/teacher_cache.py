@@ -195,6 +195,9 @@ def write_cache(
     if any(t.checkpoint is None for t in recipe.teachers):
         raise ValueError("teacher.checkpoint is empty: a cache of random weights could not be matched to a run; "
                          "set teacher.checkpoint")
+    if recipe.data.streaming:
+        raise ValueError("data.streaming: a cache stores logits per dataset row, and a streamed split has no fixed "
+                         "rows; set data.streaming: false to cache")
     # without cpu=True Accelerate treats N CPU processes under torchrun as N independent runs
     state = PartialState(cpu=not torch.cuda.is_available())
     root, epochs = Path(out), epochs or recipe.train.epochs

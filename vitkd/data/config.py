@@ -80,8 +80,9 @@ class DataConfig:
     syntax (``"train[:10%]"``, ``"train[:5000]"``); only the splits named (or, without
     ``eval_split``, the first labelled one of validation/…/test) are read or downloaded.
     ``streaming: true`` streams the training split instead of downloading it (Hub-scale datasets; the
-    evaluation split is still loaded): it is sharded across processes, shuffled with a buffer, and
-    only absolute slices (``[:5000]``) work; ``train_fraction`` does not apply. ``None`` for
+    evaluation split is still loaded): it is sharded across processes, shuffled with a buffer, read in
+    epochs of the split's declared size (or an absolute slice, ``[:5000]``: the only slices that work;
+    see :class:`~vitkd.data.loaders.StreamingTrainLoader`); ``train_fraction`` does not apply. ``None`` for
     ``image_size``/``mean``/``std`` means "the transform preset's value" (see :data:`PRESETS`); the
     values actually used are :attr:`effective_image_size`, :attr:`effective_mean`, :attr:`effective_std`.
     ``cache_dir`` holds the builtins converted to 🤗 Datasets (default ``~/.cache/vitkd``) and the Arrow

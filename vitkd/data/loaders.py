@@ -16,6 +16,7 @@ leaves it in place, and ``DataLoaderShard.set_epoch`` reaches :meth:`EpochSample
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 
@@ -23,6 +24,7 @@ import datasets
 import numpy as np
 import torch
 from accelerate import PartialState
+from accelerate.utils import send_to_device
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler, default_collate
 
 from vitkd.data.config import DataConfig, DataInfo
@@ -280,7 +282,8 @@ def build_loaders(
     min_batch: int = 1,
     data_seed: int | None = None,
     num_processes: int = 1,
-) -> tuple[DataLoader, DataLoader, DataInfo]:
+    batches_multiple: int = 1,
+) -> tuple[DataLoader | StreamingTrainLoader, DataLoader, DataInfo]:
     """(train loader, eval loader, DataInfo) for ``cfg``.
 
     Train: batches ``(images float32 [B, C, H, W], labels int64 [B], row indices int64 [B])``, images a
@@ -296,6 +299,9 @@ def build_loaders(
     change the order (and the student's initialisation) but not the images the cached logits belong to.
     ``num_processes``: the processes Accelerate will shard the loader over (repeated augmentation
     arranges its stream for them; other samplers do not need it).
+
+    With ``cfg.streaming`` the training loader is a :class:`StreamingTrainLoader` (not for
+    ``accelerator.prepare``) of fixed-length epochs, a multiple of ``batches_multiple`` batches each.
     """
     data_seed = seed if data_seed is None else data_seed
     eval_batch_size = batch_size if eval_batch_size is None else eval_batch_size
@@ -306,7 +312,8 @@ def build_loaders(
         )
     _check_eval_batch_size(eval_batch_size)
     if cfg.streaming:
-        return _streaming_loaders(cfg, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
+        return _streaming_loaders(cfg, batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed,
+                                  batches_multiple=batches_multiple)
     (train_name, train), (eval_name, evaluation) = select_splits(cfg)
     evaluation = _capped(cfg, evaluation)
     class_names = train.features["label"].names
@@ -332,14 +339,19 @@ def build_loaders(
 
 
 class IndexedStream(torch.utils.data.IterableDataset):
-    """A streamed training split as samples ``{"image", "label", "index"}`` for a DataLoader.
+    """One epoch of a process's share of a streamed training split: ``batches`` batches of ``batch_size``
+    samples ``{"image", "label", "index"}``, whatever the share holds.
 
-    ``index`` is the sample's running position in this process's stream, interleaved over processes
-    and DataLoader workers (position · lanes + lane, lane = rank · workers + worker) so that no two
-    samples of one epoch share it; it depends on the process and worker counts. The stream is not
-    rewindable: a resumed run restarts the epoch's stream from its beginning (no exact mid-epoch resume).
-    Augmentation is seeded per (epoch, index) like the map-style loader's (so it too depends on the
-    process and worker counts).
+    A DataLoader with W workers takes batch ``b`` from worker ``b mod W`` (datasets gives each worker its
+    own shards), so worker ``w`` yields exactly the samples of its batches. A share that runs out before
+    the epoch is full starts over (the same order again: a few samples repeat); a share that yields no row
+    at all is an error. ``index`` is the sample's running position in its worker's stream, interleaved
+    over processes and workers (position · lanes + lane, lane = rank · workers + worker) so that no two
+    samples of one epoch share it. Augmentation is seeded per (epoch, index) as in the map-style loader.
+
+    ``skip``: the epoch's first ``skip`` batches are read but not decoded or augmented (placeholder
+    samples, discarded by :class:`StreamingTrainLoader`), so a resumed epoch continues with exactly the
+    batches of an uninterrupted one, for any worker count.
     """
 
     def __init__(
@@ -351,11 +363,14 @@ class IndexedStream(torch.utils.data.IterableDataset):
         where: str,
         rank: int,
         world_size: int,
+        batch_size: int,
+        batches: int,
     ) -> None:
         super().__init__()
         self.stream, self.transform, self.num_classes = stream, transform, num_classes
         self.where, self.rank, self.world_size = where, rank, world_size
-        self.epoch = 0
+        self.batch_size, self.batches = batch_size, batches
+        self.epoch = self.skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for ``epoch`` (the shuffle seed becomes seed + epoch, datasets' rule); the epoch also
@@ -363,56 +378,119 @@ class IndexedStream(torch.utils.data.IterableDataset):
         self.stream.set_epoch(epoch)
         self.epoch = epoch
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[dict]:
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         lanes, lane = self.world_size * workers, self.rank * workers + worker
-        for position, row in enumerate(self.stream):  # datasets hands each worker its own shards
-            image, label = decode_streamed(row, self.num_classes, position=position, where=self.where)
+        mine = range(worker, self.batches, workers)  # the batch numbers this worker makes
+        skipped = len(range(worker, min(self.skip, self.batches), workers)) * self.batch_size
+        for position, row in enumerate(itertools.islice(self._rows(), len(mine) * self.batch_size)):
             index = position * lanes + lane
+            if position < skipped:  # a batch the resumed epoch has already trained on
+                yield {"image": self._placeholder, "label": 0, "index": index}
+                continue
+            image, label = decode_streamed(row, self.num_classes, position=position, where=self.where)
             yield {"image": self.transform(image, SampleKey(self.epoch, index)), "label": label, "index": index}
+
+    @property
+    def _placeholder(self) -> tuple[torch.Tensor, ...]:
+        return (torch.zeros(()),) * len(self.transform.views)
+
+    def _rows(self) -> Iterator[dict]:
+        """The worker's rows, starting over when they run out."""
+        while True:
+            count = 0
+            for row in self.stream:
+                count += 1
+                yield row
+            if count == 0:
+                raise ValueError(
+                    f"The stream of {self.where} gave this process (rank {self.rank}, DataLoader worker of "
+                    f"{self.world_size} process(es)) no rows: use fewer processes or data.num_workers, or a "
+                    "split with more shards"
+                )
+
+
+class StreamingTrainLoader:
+    """Fixed-length epochs over a streamed training split, for the training engine.
+
+    Iterating yields ``len(self)`` batches ``(images, labels, indices)`` of this process's share (see
+    :class:`IndexedStream`), on ``device`` when set. It is not handed to ``accelerator.prepare``: the
+    stream is already split between processes, and Accelerate would split it again (or dispatch it from
+    process 0). Every process makes the same number of batches per epoch, so DDP stays in step.
+    """
+
+    def __init__(self, loader: DataLoader, device: torch.device | None = None) -> None:
+        self.loader, self.device = loader, device
+        self.dataset: IndexedStream = loader.dataset
+
+    def __len__(self) -> int:
+        return self.dataset.batches
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple]:
+        return self.skip_first_batches(0)
+
+    def skip_first_batches(self, skip: int) -> Iterator[tuple]:
+        """The epoch's batches after the first ``skip`` (a resumed epoch; Accelerate's
+        ``skip_first_batches`` would decode and augment the skipped ones)."""
+        self.dataset.skip = skip
+        try:
+            for number, batch in enumerate(self.loader):
+                if number >= skip:
+                    yield batch if self.device is None else send_to_device(batch, self.device, non_blocking=True)
+        finally:
+            self.dataset.skip = 0
 
 
 def build_streaming_train_loader(
-    cfg: DataConfig, classes: datasets.ClassLabel, *, batch_size: int, seed: int
-) -> DataLoader:
-    """Training DataLoader over the streamed ``cfg.train_split``, already sharded for this process.
+    cfg: DataConfig, classes: datasets.ClassLabel, *, batch_size: int, seed: int, batches_multiple: int = 1
+) -> StreamingTrainLoader:
+    """Training loader over the streamed ``cfg.train_split``, already split between processes.
 
-    Batches ``(images, labels, indices)`` (see :class:`IndexedStream`), ``drop_last=True``; no length
-    (set ``train.max_steps``). The process layout comes from Accelerate's ``PartialState``; the loader
-    must not be sharded again (do not pass it through ``accelerator.prepare``; move batches to the
-    device directly). Call ``loader.dataset.set_epoch(epoch)`` each epoch.
+    Epochs of ⌊rows / (processes · batch_size)⌋ batches per process, rounded down to a multiple of
+    ``batches_multiple`` (gradient-accumulation windows); ``rows``: the split's declared size cut by its
+    slice (:func:`~vitkd.data.sources.stream_train_split`). The process layout comes from Accelerate's
+    ``PartialState``; at most one DataLoader worker per shard of the share. Call ``set_epoch`` each epoch.
     """
     state = PartialState()
-    stream = stream_train_split(
+    stream, rows = stream_train_split(
         cfg, classes, rank=state.process_index, world_size=state.num_processes, seed=seed
     )
+    where = f"split {cfg.train_split!r} of {cfg.source!r}"
+    batches = rows // (state.num_processes * batch_size) // batches_multiple * batches_multiple
+    if batches < 1:
+        raise ValueError(
+            f"The stream of {where} has {rows} rows, fewer than one batch of {batch_size} per process "
+            f"({state.num_processes} process(es), batches in multiples of {batches_multiple}): lower "
+            "train.batch_size or use more data"
+        )
     dataset = IndexedStream(
-        stream,
-        build_transforms(cfg, seed)[0],
-        classes.num_classes,
-        where=f"split {cfg.train_split!r} of {cfg.source!r}",
-        rank=state.process_index,
-        world_size=state.num_processes,
+        stream, build_transforms(cfg, seed)[0], classes.num_classes, where=where,
+        rank=state.process_index, world_size=state.num_processes, batch_size=batch_size, batches=batches,
     )
-    return DataLoader(
+    loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        drop_last=True,
-        num_workers=cfg.num_workers,
+        num_workers=min(cfg.num_workers, stream.n_shards),
         pin_memory=cfg.pin_memory,
         collate_fn=collate_train,
     )
+    return StreamingTrainLoader(loader)
 
 
 def _streaming_loaders(
-    cfg: DataConfig, *, batch_size: int, eval_batch_size: int, seed: int
-) -> tuple[DataLoader, DataLoader, DataInfo]:
+    cfg: DataConfig, *, batch_size: int, eval_batch_size: int, seed: int, batches_multiple: int
+) -> tuple[StreamingTrainLoader, DataLoader, DataInfo]:
     """:func:`build_loaders` with ``cfg.streaming``: the evaluation split loaded, the training split streamed."""
     ((eval_name, evaluation),) = select_splits(cfg, train=False)
     evaluation = _capped(cfg, evaluation)
     classes = evaluation.features["label"]
-    train_loader = build_streaming_train_loader(cfg, classes, batch_size=batch_size, seed=seed)
+    train_loader = build_streaming_train_loader(
+        cfg, classes, batch_size=batch_size, seed=seed, batches_multiple=batches_multiple
+    )
     eval_loader = _eval_loader(
         evaluation, build_transforms(cfg)[1], cfg, split=eval_name, batch_size=eval_batch_size, seed=seed
     )

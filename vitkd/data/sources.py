@@ -39,6 +39,7 @@ from pathlib import Path
 import datasets
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from datasets.data_files import (
     SPLIT_KEYWORDS,
     DataFilesList,
@@ -100,8 +101,30 @@ class SplitSource:
 
 def _dict_source(source: str, splits: datasets.DatasetDict) -> SplitSource:
     return SplitSource(
-        source, tuple(splits), splits.__getitem__, lambda s: splits[s].to_iterable_dataset(STREAM_SHARDS)
+        source, tuple(splits), splits.__getitem__, lambda s: _iterable(splits[s], s)
     )
+
+
+def _iterable(ds: datasets.Dataset, split: str) -> datasets.IterableDataset:
+    """An in-memory split as a stream of :data:`STREAM_SHARDS` shards that declares its length."""
+    return _declare_rows(ds.to_iterable_dataset(STREAM_SHARDS), split, len(ds))
+
+
+def _declare_rows(stream: datasets.IterableDataset, split: str, rows: int | None) -> datasets.IterableDataset:
+    """``stream`` declaring ``rows`` rows for ``split`` as a Hub card's ``dataset_info`` does (a streamed
+    epoch's length comes from there), unless it declares a size already or ``rows`` is None."""
+    if rows is not None and not (stream.info.splits and split in stream.info.splits):
+        stream.info.splits = datasets.SplitDict({split: datasets.SplitInfo(split, num_examples=rows)})
+    return stream
+
+
+def _file_rows(files: Sequence[str]) -> int | None:
+    """Rows of a split counted from its local files without reading the data: parquet footers, or one
+    row per file of a folder of images only; None for other layouts."""
+    suffixes = {Path(f).suffix.lower() for f in files}
+    if suffixes == {".parquet"}:
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    return len(files) if files and suffixes <= IMAGE_SUFFIXES else None
 
 
 def _refuse_hub_options(source: str, kind: str, name: str | None, revision: str | None) -> None:
@@ -165,7 +188,7 @@ def _saved_source(source: str, path: Path) -> SplitSource:
     if (path / "dataset_dict.json").is_file():
         names = json.loads((path / "dataset_dict.json").read_text())["splits"]
         read = lambda split: _load_saved(path / split)  # noqa: E731
-        return SplitSource(source, tuple(names), read, lambda s: read(s).to_iterable_dataset(STREAM_SHARDS))
+        return SplitSource(source, tuple(names), read, lambda s: _iterable(read(s), s))
     single = _load_saved(path)
     return _dict_source(source, datasets.DatasetDict({str(single.split or "train"): single}))
 
@@ -205,7 +228,9 @@ def _parquet_source(source: str, path: Path, cache_dir: str | None) -> SplitSour
             streaming=streaming,
         )
 
-    return SplitSource(source, tuple(by_split), load, lambda s: load(s, streaming=True))
+    return SplitSource(
+        source, tuple(by_split), load, lambda s: _declare_rows(load(s, streaming=True), s, _file_rows(by_split[s]))
+    )
 
 
 def folder_split_files(root: Path, name: str | None) -> dict[str, list[str]]:
@@ -265,7 +290,8 @@ def _folder_source(source: str, root: Path, name: str | None, cache_dir: str | N
         source,
         tuple(files),
         lambda s: _read_folder_split(root, name, s, files[s], cache_dir),
-        lambda s: _read_folder_split(root, name, s, files[s], cache_dir, streaming=True),
+        lambda s: _declare_rows(_read_folder_split(root, name, s, files[s], cache_dir, streaming=True), s,
+                                _file_rows(files[s])),
     )
 
 
@@ -595,15 +621,17 @@ STREAM_SHUFFLE_BUFFER = 10_000
 
 def stream_train_split(
     cfg: DataConfig, classes: datasets.ClassLabel, *, rank: int, world_size: int, seed: int
-) -> datasets.IterableDataset:
-    """This process's share of ``cfg.train_split``, streamed: rows ``{"image": undecoded, "label": int}``.
+) -> tuple[datasets.IterableDataset, int]:
+    """(this process's share of ``cfg.train_split`` streamed, the number of rows of the whole split).
 
-    Rows are sliced (absolute slices only), split between processes with
-    ``datasets.distributed.split_dataset_by_node`` (whole shards per process when the shard count
+    Rows ``{"image": undecoded, "label": int}``, sliced (absolute slices only), split between processes
+    with ``datasets.distributed.split_dataset_by_node`` (whole shards per process when the shard count
     divides ``world_size``, else every ``world_size``-th row) and shuffled with a
     :data:`STREAM_SHUFFLE_BUFFER` buffer seeded by ``seed`` (call ``set_epoch`` for a new order each
     epoch). Images stay undecoded so the reader can name a damaged one. ``classes`` (the evaluation
-    split's) must match a ClassLabel of the stream.
+    split's) must match a ClassLabel of the stream. The row count is the split's declared size (a Hub
+    card's ``dataset_info``; in-memory splits know theirs) cut by the slice; a stream with neither
+    raises ValueError asking for a slice.
     """
     src = open_config_source(cfg)
     base, cut = parse_split(cfg.train_split)
@@ -615,6 +643,7 @@ def stream_train_split(
             f"Split {name!r} of {cfg.source!r} does not declare its features when streamed; "
             "set data.streaming: false"
         )
+    rows = _streamed_rows(stream, name, start, stop, cfg)
     image_col = image_column(stream.features, cfg.image_column)
     label_col = label_column(stream.features, cfg.label_column)
     declared = stream.features[label_col]
@@ -633,7 +662,23 @@ def stream_train_split(
     stream = stream.skip(start) if start else stream
     stream = stream.take(stop - start) if stop is not None else stream
     stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
-    return stream.shuffle(seed=seed, buffer_size=STREAM_SHUFFLE_BUFFER)
+    return stream.shuffle(seed=seed, buffer_size=STREAM_SHUFFLE_BUFFER), rows
+
+
+def _streamed_rows(stream: datasets.IterableDataset, name: str, start: int, stop: int | None, cfg: DataConfig) -> int:
+    """Rows in ``[start, stop)`` of a streamed split: its declared size cut by the slice."""
+    splits = stream.info.splits or {}
+    declared = splits[name].num_examples if name in splits and splits[name].num_examples else None
+    if declared is None and stop is None:
+        raise ValueError(
+            f"data.streaming: split {name!r} of {cfg.source!r} does not declare its size (no dataset_info in "
+            "its card), and a streamed epoch needs one: give the rows to use as a slice, e.g. "
+            f"data.train_split: '{name}[:1281167]'"
+        )
+    end = stop if declared is None else declared if stop is None else min(stop, declared)
+    if end <= start:
+        raise ValueError(f"data.train_split {cfg.train_split!r} selects no rows of the {declared} in split {name!r}")
+    return end - start
 
 
 def decode_streamed(row: dict, num_classes: int, *, position: int, where: str) -> tuple:

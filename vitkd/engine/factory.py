@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from vitkd.data import DataInfo, build_loaders
+from vitkd.data.loaders import StreamingTrainLoader
 from vitkd.engine.build import build_criterion, build_student, build_teacher
 from vitkd.engine.task import DistillationTask
 from vitkd.recipe import Recipe
@@ -55,7 +56,7 @@ class Parts:
     teacher: nn.Module | None
     task: DistillationTask
     optimizer: torch.optim.Optimizer
-    train_loader: DataLoader
+    train_loader: DataLoader | StreamingTrainLoader
     eval_loader: DataLoader | None
     info: DataInfo
     scheduler: Scheduler | None = None
@@ -65,12 +66,17 @@ class Parts:
     def prepare(self, recipe: Recipe, accelerator: Accelerator) -> Parts:
         """Hand student, optimiser and loaders to Accelerate, move the teacher, then build the scheduler
         (it needs the per-process number of updates per epoch, known only after sharding) and the EMA
-        student (a copy of the prepared student's weights, on its device)."""
-        prepared = accelerator.prepare(self.student, self.optimizer, self.train_loader,
-                                       *([self.eval_loader] if self.eval_loader is not None else []))
-        self.student, self.optimizer, self.train_loader = prepared[:3]
+        student (a copy of the prepared student's weights, on its device). A streamed training loader is
+        already split between processes: it only learns the device."""
+        streamed = isinstance(self.train_loader, StreamingTrainLoader)
+        loaders = ([] if streamed else [self.train_loader]) + ([] if self.eval_loader is None else [self.eval_loader])
+        self.student, self.optimizer, *loaders = accelerator.prepare(self.student, self.optimizer, *loaders)
+        if streamed:
+            self.train_loader.device = accelerator.device
+        else:
+            self.train_loader = loaders.pop(0)
         if self.eval_loader is not None:
-            self.eval_loader = prepared[3]
+            self.eval_loader = loaders.pop(0)
         if self.teacher is not None:
             self.teacher.to(accelerator.device)
         self.task.student = self.student
@@ -182,7 +188,8 @@ def build_parts(
         loaders = build_loaders(recipe.data, batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size,
                                 seed=cfg.seed, min_batch=min_train_batch(recipe),
                                 data_seed=cache.data_seed if cache is not None else None,
-                                num_processes=PartialState().num_processes)  # repeated augmentation shards
+                                num_processes=PartialState().num_processes,  # repeated augmentation shards
+                                batches_multiple=cfg.grad_accum_steps)  # streamed epochs: whole windows
     train_loader, eval_loader, info = loaders
     student = build_student(recipe.student, info)
     if cfg.grad_checkpointing:

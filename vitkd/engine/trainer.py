@@ -30,6 +30,7 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, GradientState
 from accelerate.utils import set_seed
 
+from vitkd.data.loaders import StreamingTrainLoader
 from vitkd.engine.checkpoint import (
     TrainState,
     check_finite_weights,
@@ -245,8 +246,10 @@ class Trainer:
         parts.task.set_epoch(state.epoch + 1)
         parts.train_loader.set_epoch(state.epoch)
         loader = parts.train_loader
-        if state.batches_done:
-            loader = acc.skip_first_batches(parts.train_loader, state.batches_done)
+        if state.batches_done and isinstance(loader, StreamingTrainLoader):
+            loader = loader.skip_first_batches(state.batches_done)
+        elif state.batches_done:
+            loader = acc.skip_first_batches(loader, state.batches_done)
         meter = LossMeter()
         for batch in loader:
             out = self.step(batch)
