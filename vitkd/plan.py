@@ -85,6 +85,7 @@ def _data_section(recipe: Recipe, problems: list[str]) -> dict[str, Any]:
         "mean": list(cfg.effective_mean),
         "std": list(cfg.effective_std),
         "train_fraction": cfg.train_fraction,
+        "streaming": cfg.streaming,
         "train_transforms": [_describe(view) for view in train_views(cfg)],
         "eval_transform": _describe(eval_pipeline(cfg)),
     }
@@ -221,6 +222,9 @@ def format_plan(plan: dict[str, Any]) -> str:
         lines.append(f"    {data['num_classes']} classes, {data['train_samples']} training samples "
                      f"(train_fraction {data['train_fraction']}), {data['eval_samples']} evaluation samples, "
                      f"{data['batches_per_epoch']} batches per process per epoch")
+    if data["streaming"]:
+        lines.append("    training split streamed: epochs of (declared rows, cut by the slice) // global batch batches, "
+                     "counted when the run starts")
     for i, view in enumerate(data["train_transforms"]):
         lines.append(f"    train transform{f' (view {i + 1})' if len(data['train_transforms']) > 1 else ''}:")
         lines += [f"      {step}" for step in view]
