@@ -3,7 +3,8 @@
 :func:`train` sets up through :func:`vitkd.engine.factory.build_parts`, then runs
 :class:`Trainer`: one visible epoch/step loop (as in Accelerate's ``complete_cv_example.py``) with
 named hooks for evaluation, checkpoints and export. Only the student, its optimiser and the loaders
-are prepared by Accelerate; the teacher is frozen and never enters DDP, the optimiser or a checkpoint.
+are prepared by Accelerate (a streamed training split's loader is split between processes by 🤗 datasets
+instead: :class:`~vitkd.data.loaders.StreamingTrainLoader`); the teacher is frozen and never enters DDP, the optimiser or a checkpoint.
 The timm scheduler is stepped explicitly (by epoch, or by update): Accelerate's scheduler wrapper calls
 ``step()`` without the epoch timm needs. It is not checkpointed: a resumed run rebuilds it from the
 recipe given now and sets the lr for the restored position (so ``--resume --set optim.lr=X`` uses X;
