@@ -30,9 +30,11 @@ demo: install data
 	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/quickstart_student_alone.yaml --resume
 	$(BIN)/python scripts/make_table.py runs/quickstart runs/quickstart_student_alone
 
-# A ViT distilled from the quickstart CNN teacher vs the same ViT alone (Fashion-MNIST, CPU-sized).
+# A ViT distilled from the quickstart CNN teacher vs the same ViT alone, 2 seeds each (Fashion-MNIST, CPU-sized).
 demo-vit: install data
 	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/quickstart_teacher.yaml --resume
-	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/demo_vit/vit_alone.yaml --resume
-	$(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/demo_vit/vit_distilled.yaml --resume
+	for seed in 0 1; do \
+	  $(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/demo_vit/vit_alone.yaml --resume --set train.seed=$$seed && \
+	  $(BIN)/accelerate launch --num_processes 1 scripts/distill.py --recipe recipes/demo_vit/vit_distilled.yaml --resume --set train.seed=$$seed || exit 1; \
+	done
 	$(BIN)/python scripts/make_table.py runs/demo_vit/alone runs/demo_vit/distilled

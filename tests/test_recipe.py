@@ -128,3 +128,10 @@ def test_teacher_list_is_an_ensemble_and_round_trips():
     recipe = recipe_from_dict(raw(teacher=[{"name": "cifar_resnet8"}, "cifar_wrn_16_1"]))
     assert [t.name for t in recipe.teachers] == ["cifar_resnet8", "cifar_wrn_16_1"]
     assert recipe_from_dict(recipe_to_dict(recipe)) == recipe
+
+
+def test_invalid_yaml_is_a_recipe_error_naming_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ntrain: {output_dir: runs/a/seed{seed}}\n")  # braces unquoted in a flow mapping
+    with pytest.raises(RecipeError, match=r"bad.yaml is not valid YAML \(quote values"):
+        load_recipe(path)

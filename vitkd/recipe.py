@@ -319,8 +319,11 @@ def _read_with_extends(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
         where = f" (extended by {chain[-1]})" if chain else ""
         raise RecipeError(f"recipe file not found: {path}{where}")
-    with path.open() as f:
-        raw = yaml.safe_load(f) or {}
+    try:
+        with path.open() as f:
+            raw = yaml.safe_load(f) or {}
+    except yaml.YAMLError as err:  # e.g. an unquoted `{seed}` inside a flow mapping `{...}`
+        raise RecipeError(f"{path} is not valid YAML (quote values that contain braces or colons): {err}") from err
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: a recipe must be a YAML mapping, got {type(raw).__name__}")
     parent = raw.pop("extends", None)
