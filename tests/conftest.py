@@ -71,6 +71,21 @@ def make_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def assert_same_export():
+    """``assert_same_export(run_a, run_b, export="student")``: both runs exported bit-identical weights
+    (the same tensor names, every tensor equal)."""
+    from safetensors.torch import load_file
+
+    def check(run_a, run_b, export: str = "student") -> None:
+        a, b = (load_file(str(run / export / "model.safetensors")) for run in (run_a, run_b))
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+
+    return check
+
+
+@pytest.fixture(scope="session")
 def teacher_file(tmp_path_factory):
     """An (untrained) cifar_resnet8 teacher saved as safetensors: the engine's mechanics need no accuracy."""
     import timm

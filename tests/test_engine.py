@@ -52,17 +52,13 @@ def test_run_folder_contents_and_student_export(tmp_path, teacher_file):
     assert all(torch.equal(exported[k], v) for k, v in load_file(str(ckpt)).items())
 
 
-def test_resume_reproduces_the_uninterrupted_run(tmp_path, teacher_file):
+def test_resume_reproduces_the_uninterrupted_run(tmp_path, teacher_file, assert_same_export):
     train(make_recipe(tmp_path / "full", teacher_file))
     train(make_recipe(tmp_path / "split", teacher_file, max_steps=17))  # stops mid-epoch 1 and checkpoints
     with pytest.raises(FileExistsError, match="--resume auto"):
         train(make_recipe(tmp_path / "split", teacher_file))
     train(make_recipe(tmp_path / "split", teacher_file), resume="auto")
-    full = load_file(str(tmp_path / "full" / "student" / "model.safetensors"))
-    resumed = load_file(str(tmp_path / "split" / "student" / "model.safetensors"))
-    assert full.keys() == resumed.keys()
-    for key in full:
-        assert torch.equal(full[key], resumed[key]), key
+    assert_same_export(tmp_path / "full", tmp_path / "split")
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, teacher_file):

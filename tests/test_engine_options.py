@@ -78,7 +78,7 @@ def test_ema_channels_last_checkpointing_run_evaluates_and_exports_the_ema_stude
     assert json.loads((run / "student_ema" / "config.json").read_text())["architecture"] == "cifar_resnet8"
 
 
-def test_ema_student_resumes_bit_identical(tmp_path):
+def test_ema_student_resumes_bit_identical(tmp_path, assert_same_export):
     """The EMA weights travel in the checkpoint: an interrupted and resumed run ends with the same EMA."""
     options = {"model_ema": {"decay": 0.9}, "report": "ema", "epochs": 2, "checkpoint_every": 1}
     train(make_recipe(tmp_path / "full", teacher=None, distill={"method": "none", "kwargs": {}}, train=options))
@@ -88,10 +88,7 @@ def test_ema_student_resumes_bit_identical(tmp_path):
     assert (next((tmp_path / "split" / "checkpoints").glob("step_*")) / "ema.safetensors").is_file()
     split.train.max_steps = None
     train(split, resume="auto")
-    full = load_file(str(tmp_path / "full" / "student_ema" / "model.safetensors"))
-    resumed = load_file(str(tmp_path / "split" / "student_ema" / "model.safetensors"))
-    assert full.keys() == resumed.keys()
-    assert all(torch.equal(full[k], resumed[k]) for k in full)
+    assert_same_export(tmp_path / "full", tmp_path / "split", "student_ema")
 
 
 def test_layer_decay_scales_lr_per_layer_group(tmp_path):
