@@ -19,9 +19,10 @@ from vitkd.data import (
     load_dataset,
     sources,
 )
-from vitkd.data.loaders import build_streaming_train_loader
+from vitkd.data.loaders import IndexedStream, build_streaming_train_loader
 from vitkd.data.splits import parse_split, stream_rows
 from vitkd.data.synthetic import random_image_dataset, write_image_folder
+from vitkd.data.transforms import build_transforms
 
 CARD = """---
 configs:
@@ -351,12 +352,12 @@ def test_streamed_label_out_of_range_is_named(tmp_path):
         list(loader)
 
 
-def write_sharded_parquet(root, shards=3, per_shard=4):
-    """A parquet folder of ``shards`` files (3 classes, 8 px): a stream of ``shards`` shards."""
+def write_sharded_parquet(root, sizes=(3, 3, 3, 3)):
+    """A parquet folder with one training file (shard) per entry of ``sizes`` (its rows; 3 classes, 8 px)."""
     (root / "data").mkdir(parents=True)
-    for shard in range(shards):
-        random_image_dataset(3, 2, 8, seed=shard).select(range(per_shard)).to_parquet(
-            root / "data" / f"train-{shard:05d}-of-{shards:05d}.parquet")
+    for shard, rows in enumerate(sizes):
+        random_image_dataset(3, -(-rows // 3), 8, seed=shard).select(range(rows)).to_parquet(
+            root / "data" / f"train-{shard:05d}-of-{len(sizes):05d}.parquet")
     random_image_dataset(3, 2, 8, seed=9).to_parquet(root / "data" / "validation-00000-of-00001.parquet")
     return root
 
@@ -391,14 +392,35 @@ def test_skipped_streamed_batches_are_neither_decoded_nor_augmented(tmp_path, mo
 
 
 def test_a_worker_whose_shards_run_out_starts_over_to_fill_the_epoch(tmp_path):
-    root = write_sharded_parquet(tmp_path / "repo", shards=3, per_shard=4)
-    # 2 workers: shards 0 and 2 (8 rows) to worker 0, shard 1 (4 rows) to worker 1; each makes 3 of the
-    # 6 batches of 2, so worker 1 reads its 4 rows and then 2 of them again
+    root = write_sharded_parquet(tmp_path / "repo", sizes=(8, 4))
+    # 2 workers: shard 0 (8 rows) to worker 0, shard 1 (4 rows) to worker 1; each makes 3 of the 6 batches
+    # of 2, so worker 0 leaves 2 rows out and worker 1 reads its 4 rows, then 2 of them again
     train = build_loaders(streaming_config(root, tmp_path, num_workers=2), batch_size=2, seed=0)[0]
     batches = list(train)
     assert len(batches) == 6
     indices = [i for _, _, batch in batches for i in batch.tolist()]
     assert len(set(indices)) == 12  # running positions: the repeated rows are new samples
+
+
+def test_a_process_with_a_small_share_warns_how_many_rows_repeat(tmp_path):
+    cfg = streaming_config(write_sharded_parquet(tmp_path / "repo", sizes=(8, 4)), tmp_path)
+    classes = load_dataset(str(tmp_path / "repo"), "validation").features["label"]
+    stream, rows = sources.stream_train_split(cfg, classes, rank=1, world_size=2, seed=0)  # shard 1: 4 rows
+    share = IndexedStream(stream, build_transforms(cfg)[0], 3, where="the test split", rank=1, world_size=2,
+                          batch_size=2, batches=rows // (2 * 2))
+    with pytest.warns(UserWarning, match=r"rank 1 of 2, DataLoader worker 0 of 1, holds 4 rows but trains on 6 "
+                                         r"per epoch, so 2 of them repeat"):
+        samples = list(share)
+    assert len(samples) == 6
+    assert [s["label"] for s in samples[4:]] == [s["label"] for s in samples[:2]]  # the same order again
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # more workers than cores: never iterated
+def test_streamed_loader_uses_a_worker_count_that_divides_the_shards(tmp_path):
+    root = write_sharded_parquet(tmp_path / "repo", sizes=(4, 4, 4))
+    for asked, used in ((2, 1), (3, 3), (8, 3), (0, 0)):
+        train = build_loaders(streaming_config(root, tmp_path, num_workers=asked), batch_size=2)[0]
+        assert train.loader.num_workers == used
 
 
 def test_streamed_epoch_length_is_the_declared_size_cut_by_the_slice(tmp_path):

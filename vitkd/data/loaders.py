@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Callable, Iterator
 
 import datasets
@@ -343,9 +344,10 @@ class IndexedStream(torch.utils.data.IterableDataset):
     samples ``{"image", "label", "index"}``, whatever the share holds.
 
     A DataLoader with W workers takes batch ``b`` from worker ``b mod W`` (datasets gives each worker its
-    own shards), so worker ``w`` yields exactly the samples of its batches. A share that runs out before
-    the epoch is full starts over (the same order again: a few samples repeat); a share that yields no row
-    at all is an error. ``index`` is the sample's running position in its worker's stream, interleaved
+    own shards), so worker ``w`` yields exactly the samples of its batches. Every (process, worker) share
+    gets the same quota; datasets balances shards by count, not rows, so with shards of unequal size a
+    larger share is cut off and a smaller one starts over (the same order again; it warns, naming how many
+    rows repeat); a share that yields no row at all is an error. ``index`` is the sample's running position in its worker's stream, interleaved
     over processes and workers (position · lanes + lane, lane = rank · workers + worker) so that no two
     samples of one epoch share it. Augmentation is seeded per (epoch, index) as in the map-style loader.
 
@@ -384,7 +386,8 @@ class IndexedStream(torch.utils.data.IterableDataset):
         lanes, lane = self.world_size * workers, self.rank * workers + worker
         mine = range(worker, self.batches, workers)  # the batch numbers this worker makes
         skipped = len(range(worker, min(self.skip, self.batches), workers)) * self.batch_size
-        for position, row in enumerate(itertools.islice(self._rows(), len(mine) * self.batch_size)):
+        quota = len(mine) * self.batch_size
+        for position, row in enumerate(itertools.islice(self._rows(quota, f"worker {worker} of {workers}"), quota)):
             index = position * lanes + lane
             if position < skipped:  # a batch the resumed epoch has already trained on
                 yield {"image": self._placeholder, "label": 0, "index": index}
@@ -396,19 +399,25 @@ class IndexedStream(torch.utils.data.IterableDataset):
     def _placeholder(self) -> tuple[torch.Tensor, ...]:
         return (torch.zeros(()),) * len(self.transform.views)
 
-    def _rows(self) -> Iterator[dict]:
-        """The worker's rows, starting over when they run out."""
+    def _rows(self, quota: int, worker: str) -> Iterator[dict]:
+        """The worker's rows, starting over when they run out before ``quota``."""
+        share = 0
+        for row in self.stream:
+            share += 1
+            yield row
+        if share == 0:
+            raise ValueError(
+                f"The stream of {self.where} gave rank {self.rank} of {self.world_size}, DataLoader {worker}, no "
+                "rows: use fewer processes or data.num_workers, or a split with more shards"
+            )
+        warnings.warn(
+            f"The stream of {self.where}: rank {self.rank} of {self.world_size}, DataLoader {worker}, holds "
+            f"{share} rows but trains on {quota} per epoch, so {quota - share} of them repeat (and a larger share "
+            "elsewhere is cut off): the split's shards differ in size; use shards of equal size, or a "
+            "data.num_workers / process count that divides their number", stacklevel=2,
+        )
         while True:
-            count = 0
-            for row in self.stream:
-                count += 1
-                yield row
-            if count == 0:
-                raise ValueError(
-                    f"The stream of {self.where} gave this process (rank {self.rank}, DataLoader worker of "
-                    f"{self.world_size} process(es)) no rows: use fewer processes or data.num_workers, or a "
-                    "split with more shards"
-                )
+            yield from self.stream
 
 
 class StreamingTrainLoader:
@@ -453,19 +462,21 @@ def build_streaming_train_loader(
     Epochs of ⌊rows / (processes · batch_size)⌋ batches per process, rounded down to a multiple of
     ``batches_multiple`` (gradient-accumulation windows); ``rows``: the split's declared size cut by its
     slice (:func:`~vitkd.data.sources.stream_train_split`). The process layout comes from Accelerate's
-    ``PartialState``; at most one DataLoader worker per shard of the share. Call ``set_epoch`` each epoch.
+    ``PartialState``; ``cfg.num_workers`` is lowered to a divisor of the share's shard count
+    (:func:`_stream_workers`). Call ``set_epoch`` each epoch.
     """
     state = PartialState()
     stream, rows = stream_train_split(
         cfg, classes, rank=state.process_index, world_size=state.num_processes, seed=seed
     )
     where = f"split {cfg.train_split!r} of {cfg.source!r}"
-    batches = rows // (state.num_processes * batch_size) // batches_multiple * batches_multiple
+    whole = rows // (state.num_processes * batch_size)
+    batches = whole // batches_multiple * batches_multiple
     if batches < 1:
+        fix = ("lower train.grad_accum_steps" if whole else "lower train.batch_size") + " or use more data"
         raise ValueError(
-            f"The stream of {where} has {rows} rows, fewer than one batch of {batch_size} per process "
-            f"({state.num_processes} process(es), batches in multiples of {batches_multiple}): lower "
-            "train.batch_size or use more data"
+            f"The stream of {where} has {rows} rows: {whole} batch(es) of {batch_size} per process "
+            f"({state.num_processes} process(es)), fewer than one accumulation window of {batches_multiple}: {fix}"
         )
     dataset = IndexedStream(
         stream, build_transforms(cfg, seed)[0], classes.num_classes, where=where,
@@ -474,11 +485,17 @@ def build_streaming_train_loader(
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
-        num_workers=min(cfg.num_workers, stream.n_shards),
+        num_workers=_stream_workers(cfg.num_workers, stream.n_shards),
         pin_memory=cfg.pin_memory,
         collate_fn=collate_train,
     )
     return StreamingTrainLoader(loader)
+
+
+def _stream_workers(num_workers: int, shards: int) -> int:
+    """The most DataLoader workers, at most ``num_workers``, that split ``shards`` shards evenly (datasets
+    hands worker ``w`` shards ``w, w + W, …``; uneven counts would give workers unequal shares)."""
+    return max((w for w in range(min(num_workers, shards), 0, -1) if shards % w == 0), default=0)
 
 
 def _streaming_loaders(
