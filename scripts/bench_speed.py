@@ -8,7 +8,10 @@ Writes OUT/speed.json and OUT/speed.md with three tables:
 2. images/s of one distillation training step (teacher forward without gradients, student forward
    and backward, SGD/AdamW step) of the paper recipes resnet56→resnet20, resnet32x4→resnet8x4 and
    DeiT-S→DeiT-nano at 32 px, three ways: vitkd's engine loop, a hand-written PyTorch step, timm's
-   LogitDistillationTask (KD only) — see vitkd.benchmark.steps for exactly what is timed;
+   LogitDistillationTask (KD only) — see vitkd.benchmark.steps for exactly what is timed — with the
+   model GFLOP per image, the engine's TFLOP/s and (``--peak-tflops``) its MFU. On a GPU add the
+   ImageNet pair: ``--device cuda --bf16 --pairs deit_s→deit_tiny@224 --batch-size 128 --steps 20
+   --peak-tflops 989`` (H100 SXM bf16 dense peak);
 3. the training loader's images/s (Fashion-MNIST at 32 px, ``cifar`` transform) against the step's;
 4. a teacher-logit cache: epoch time live, cached and with no teacher, the write cost and break-even
    (resnet32x4→resnet8x4 and DeiT-S→deit_nano at 32 px; see vitkd.benchmark.cache_speed).
@@ -33,13 +36,17 @@ from vitkd.benchmark.cache_speed import cache_speed
 from vitkd.benchmark.report import machine_info, markdown_table, write_outputs
 from vitkd.data import DataConfig
 
-TABLES = Path(__file__).resolve().parents[1] / "recipes" / "cifar100"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TABLES = RECIPES / "cifar100"
 PAIRS = {  # pair -> {loss: recipe}; the recipes' teachers and students, losses, weights and optimisers
     "resnet56→resnet20": {m: TABLES / f"table1/resnet56-resnet20_{m}.yaml" for m in ("kd", "luminet")},
     "resnet32x4→resnet8x4": {m: TABLES / f"table1/resnet32x4-resnet8x4_{m}.yaml" for m in ("kd", "luminet")},
     "deit_s→deit_nano": {m: TABLES / f"table6/deit_s-deit_nano_{m}.yaml" for m in ("kd", "luminet")},
+    # ImageNet at 224 px, GPU-sized (DeiT-S ≈ 18 img/s forward on 2 CPU cores): not in the default --pairs
+    "deit_s→deit_tiny@224": {"luminet": RECIPES / "deit_s_to_tiny.yaml"},
 }
-NUM_CLASSES = 100  # CIFAR-100, the recipes' dataset
+CPU_PAIRS = ["resnet56→resnet20", "resnet32x4→resnet8x4", "deit_s→deit_nano"]
+NUM_CLASSES = {"deit_s→deit_tiny@224": 1000}  # ImageNet-1k; the others: CIFAR-100, the recipes' dataset
 
 
 SECTIONS = ("losses", "steps", "loader", "cache")
@@ -55,7 +62,9 @@ def main() -> None:
     parser.add_argument("--sections", nargs="+", default=list(SECTIONS), choices=SECTIONS)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the training steps")
-    parser.add_argument("--pairs", nargs="+", default=list(PAIRS), choices=list(PAIRS))
+    parser.add_argument("--pairs", nargs="+", default=CPU_PAIRS, choices=list(PAIRS))
+    parser.add_argument("--peak-tflops", type=float, help="the device's dense peak TFLOP/s at the precision used "
+                        "(e.g. 989 for an H100 SXM in bf16), for the MFU column")
     parser.add_argument("--batch-size", type=int, default=64, help="training-step batch (all pairs)")
     parser.add_argument("--steps", type=int, default=2, help="training steps per timed pass")
     parser.add_argument("--reps", type=int, default=5, help="timed passes per implementation")
@@ -85,7 +94,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as run_dir:
             for pair in args.pairs:
                 results += speed.compare_steps(pair, PAIRS[pair], accelerator, Path(run_dir),
-                                               num_classes=NUM_CLASSES, batch_size=args.batch_size,
+                                               num_classes=NUM_CLASSES.get(pair, 100), batch_size=args.batch_size,
                                                steps=args.steps, reps=args.reps, warmup=args.warmup)
         data["steps"] = [dataclasses.asdict(r) for r in results]
         parts += [
@@ -95,7 +104,7 @@ def main() -> None:
             "backward, loss bookkeeping, log lines) over an Accelerate-prepared loader; plain = hand-written "
             "PyTorch step; timm = `timm.task.LogitDistillationTask` (KD only). Same recipe, batches, initial "
             "weights and optimiser for all; random-weight teachers.\n",
-            speed.step_table(results),
+            speed.step_table(results, args.peak_tflops),
         ]
     if "loader" in args.sections:
         loader_cfg = DataConfig("fashion_mnist", transform="cifar", image_size=32, num_workers=2)

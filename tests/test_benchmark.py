@@ -125,10 +125,37 @@ def test_step_table_ratios_are_of_medians():
     lumi = speed.StepResult("t→s", "luminet", 4, {"engine": rate(50.0, 50.0, 50.0, 1), "plain": rate(40.0, 40.0, 40.0, 1)})
     assert lumi.ratio("engine", "timm") is None
     table = speed.step_table([result, lumi]).splitlines()
-    assert table[2] == "| t→s | kd | 4 | 90.0 [80.0–95.0] | 100.0 [99.0–101.0] | 60.0 [50.0–70.0] | 0.900 | 1.500 |"
-    assert table[3].endswith("| — | 1.250 | — |")
+    assert table[2] == ("| t→s | kd | 4 | 90.0 [80.0–95.0] | 100.0 [99.0–101.0] | 60.0 [50.0–70.0] | 0.900 | 1.500 "
+                        "| — | — | — |")
+    assert table[3].endswith("| — | 1.250 | — | — | — | — |")
     loader = speed.loader_table(180.0, [result, lumi], label="x").splitlines()
     assert loader[2].endswith("| 90.0 | 180 | 2.000 |") and loader[3].endswith("| 50.0 | 180 | 3.600 |")
+
+
+def test_mfu_is_achieved_model_flops_over_the_peak():
+    rate = timing.Spread(2000.0, 1900.0, 2100.0, 3)
+    result = speed.StepResult("t→s", "kd", 4, {"engine": rate}, flops_per_image=3e9)
+    assert result.tflops() == pytest.approx(6.0)  # 3 GFLOP × 2000 img/s
+    assert speed.step_table([result], peak_tflops=60.0).splitlines()[2].endswith("| 3.00 | 6 | 10.0 % |")
+
+
+def test_step_flops_are_teacher_forward_plus_student_forward_and_backward(kd_workload):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from vitkd.engine.build import build_student, build_teacher
+
+    images = kd_workload.batches[0][0]
+
+    def forward_flops(model) -> int:
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(images)
+        return counter.get_total_flops()
+
+    teacher = forward_flops(build_teacher(kd_workload.recipe.teachers, kd_workload.info))
+    student = forward_flops(build_student(kd_workload.recipe.student, kd_workload.info))
+    total = steps.step_flops(kd_workload, torch.device("cpu")) * len(images)
+    # backward ≈ 2 × forward (gradients for inputs and weights), less the first layer's input gradient
+    assert teacher + 2.5 * student < total <= teacher + 3 * student
 
 
 def test_loader_throughput_is_positive(tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 from accelerate import Accelerator
 
 from vitkd.benchmark.report import markdown_table
-from vitkd.benchmark.steps import IMPLEMENTATIONS, load_workload, step_runners
+from vitkd.benchmark.steps import IMPLEMENTATIONS, load_workload, step_flops, step_runners
 from vitkd.benchmark.timing import Spread, interleave, spread
 
 __all__ = ["StepResult", "compare_steps", "loader_table", "step_table"]
@@ -28,6 +28,13 @@ class StepResult:
     method: str
     batch_size: int
     images_per_s: dict[str, Spread]
+    flops_per_image: float | None = None  # teacher forward + student forward and backward (step_flops)
+
+    def tflops(self, impl: str = "engine") -> float | None:
+        """Achieved model TFLOP/s of ``impl`` at its median images/s."""
+        if self.flops_per_image is None or impl not in self.images_per_s:
+            return None
+        return self.flops_per_image * self.images_per_s[impl].median / 1e12
 
     def ratio(self, numerator: str, denominator: str) -> float | None:
         """Median images/s of ``numerator`` over ``denominator``; None if one was not measured."""
@@ -50,11 +57,13 @@ def compare_steps(
     implementations: tuple[str, ...] = IMPLEMENTATIONS,
 ) -> list[StepResult]:
     """Time every implementation of every ``recipes[method]`` step of one teacher → student pair, all
-    interleaved together: ``warmup`` + ``reps`` passes of ``steps`` batches each."""
-    cases, images = {}, {}
+    interleaved together: ``warmup`` + ``reps`` passes of ``steps`` batches each; with the FLOPs per image
+    of each step's model work."""
+    cases, images, flops = {}, {}, {}
     for method, path in recipes.items():
         workload = load_workload(path, num_classes=num_classes, batch_size=batch_size, steps=steps,
                                  device=accelerator.device)
+        flops[method] = step_flops(workload, accelerator.device)
         for impl, runner in step_runners(workload, accelerator, run_dir, implementations).items():
             cases[(method, impl)] = runner.seconds
             images[(method, impl)] = workload.images_per_pass
@@ -62,7 +71,7 @@ def compare_steps(
     results = []
     for method in recipes:
         rates = {impl: _rate(images[(m, impl)], seconds[(m, impl)]) for m, impl in seconds if m == method}
-        results.append(StepResult(pair, method, batch_size, rates))
+        results.append(StepResult(pair, method, batch_size, rates, flops[method]))
     return results
 
 
@@ -71,14 +80,21 @@ def _rate(images: int, seconds: Sequence[float]) -> Spread:
     return spread([images / s for s in seconds])
 
 
-def step_table(results: Sequence[StepResult]) -> str:
-    """Markdown: images/s per implementation (median [q1–q3]) and the engine's ratios."""
-    header = ["pair", "loss", "batch", *(f"{impl} img/s" for impl in IMPLEMENTATIONS), "engine/plain", "engine/timm"]
+def step_table(results: Sequence[StepResult], peak_tflops: float | None = None) -> str:
+    """Markdown: images/s per implementation (median [q1–q3]), the engine's ratios, GFLOP per image, the
+    engine's achieved TFLOP/s and, given the device's dense peak ``peak_tflops``, its MFU (model FLOPs
+    utilisation: achieved / peak)."""
+    header = ["pair", "loss", "batch", *(f"{impl} img/s" for impl in IMPLEMENTATIONS), "engine/plain", "engine/timm",
+              "GFLOP/img", "engine TFLOP/s", "engine MFU"]
     rows = []
     for r in results:
         rates = [_cell(r.images_per_s.get(impl)) for impl in IMPLEMENTATIONS]
         ratios = [_ratio(r.ratio("engine", other)) for other in ("plain", "timm")]
-        rows.append([r.pair, r.method, r.batch_size, *rates, *ratios])
+        achieved = r.tflops()
+        gflops = "—" if r.flops_per_image is None else f"{r.flops_per_image / 1e9:.2f}"
+        mfu = "—" if achieved is None or not peak_tflops else f"{100 * achieved / peak_tflops:.1f} %"
+        rows.append([r.pair, r.method, r.batch_size, *rates, *ratios, gflops,
+                     "—" if achieved is None else f"{achieved:.3g}", mfu])
     return markdown_table(header, rows, numeric_from=2)
 
 

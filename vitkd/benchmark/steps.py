@@ -40,7 +40,8 @@ from vitkd.engine.factory import Parts, build_optimizer, build_task
 from vitkd.engine.trainer import Trainer
 from vitkd.recipe import Recipe, load_recipe
 
-__all__ = ["IMPLEMENTATIONS", "StepRunner", "Workload", "load_workload", "loader_throughput", "step_runners"]
+__all__ = ["IMPLEMENTATIONS", "StepRunner", "Workload", "load_workload", "loader_throughput", "step_flops",
+           "step_runners"]
 
 IMPLEMENTATIONS = ("engine", "plain", "timm")
 Batch = tuple[Tensor, Tensor]
@@ -118,6 +119,24 @@ def step_runners(
         run, student = builders[name](workload, student, teacher, accelerator, run_dir)
         runners[name] = StepRunner(run, student, device_sync(device))
     return runners
+
+
+def step_flops(workload: Workload, device: torch.device) -> float:
+    """FLOPs per image of the step's model work: teacher forward, student forward and backward (torch's
+    ``FlopCounterMode``: matmuls and convolutions, counted from shapes; the loss and the optimiser are
+    negligible and left out). The basis of the benchmark's TFLOP/s and MFU."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    teacher = build_teacher(workload.recipe.teachers, workload.info).to(device)
+    student = build_student(workload.recipe.student, workload.info).to(device).train()
+    images, labels = workload.batches[0]
+    with FlopCounterMode(display=False) as counter:
+        with torch.no_grad():
+            teacher(images)
+        logits = student(images)
+        logits = logits[0] if isinstance(logits, tuple) else logits  # two-head students: the class head
+        F.cross_entropy(logits.float(), labels).backward()
+    return counter.get_total_flops() / len(labels)
 
 
 def _loader(workload: Workload) -> DataLoader:
