@@ -347,9 +347,10 @@ class IndexedStream(torch.utils.data.IterableDataset):
     own shards), so worker ``w`` yields exactly the samples of its batches. Every (process, worker) share
     gets the same quota; datasets balances shards by count, not rows, so with shards of unequal size a
     larger share is cut off and a smaller one starts over (the same order again; it warns, naming how many
-    rows repeat); a share that yields no row at all is an error. ``index`` is the sample's running position in its worker's stream, interleaved
-    over processes and workers (position · lanes + lane, lane = rank · workers + worker) so that no two
-    samples of one epoch share it. Augmentation is seeded per (epoch, index) as in the map-style loader.
+    rows repeat); a share that yields no row at all is an error. ``index`` is the sample's running
+    position in its worker's stream, interleaved over processes and workers (position · lanes + lane,
+    lane = rank · workers + worker) so that no two samples of one epoch share it. Augmentation is seeded
+    per (epoch, index) as in the map-style loader.
 
     ``skip``: the epoch's first ``skip`` batches are read but not decoded or augmented (placeholder
     samples, discarded by :class:`StreamingTrainLoader`), so a resumed epoch continues with exactly the
@@ -495,7 +496,7 @@ def build_streaming_train_loader(
 def _stream_workers(num_workers: int, shards: int) -> int:
     """The most DataLoader workers, at most ``num_workers``, that split ``shards`` shards evenly (datasets
     hands worker ``w`` shards ``w, w + W, …``; uneven counts would give workers unequal shares)."""
-    return max((w for w in range(min(num_workers, shards), 0, -1) if shards % w == 0), default=0)
+    return next((w for w in range(min(num_workers, shards), 0, -1) if shards % w == 0), 0)
 
 
 def _streaming_loaders(
