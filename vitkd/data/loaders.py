@@ -432,7 +432,10 @@ class StreamingTrainLoader:
 
     def __init__(self, loader: DataLoader, device: torch.device | None = None) -> None:
         self.loader, self.device = loader, device
-        self.dataset: IndexedStream = loader.dataset
+
+    @property
+    def dataset(self) -> IndexedStream:
+        return self.loader.dataset
 
     def __len__(self) -> int:
         return self.dataset.batches
